@@ -1,0 +1,96 @@
+"""ed25519 keys and domain-separated signatures, through PyNaCl only.
+
+Every node and observer must accept exactly the same signatures, so one
+library (libsodium via PyNaCl) is the only verifier; `tests/ledger/
+test_crypto_vectors.py` pins which C2SP edge cases it accepts.
+
+Sign bytes are `b"careledger/<kind>/v1" || 0x00 || chain_id || 0x00 || payload`,
+so a signature for one kind of message or one chain is never valid for another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+import nacl.exceptions
+import nacl.signing
+
+from ledger.errors import SignatureError
+
+PUBLIC_KEY_BYTES = 32
+SIGNATURE_BYTES = 64
+SEED_BYTES = 32
+KINDS = frozenset(
+    {"tx", "proposal", "prepare", "commit", "checkpoint", "view-change",
+     "new-view", "header", "attestation", "handshake"}
+)
+_CHAIN_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def sign_bytes(kind: str, chain_id: str, payload: bytes) -> bytes:
+    """The exact bytes signed for `payload` of `kind` on `chain_id`.
+
+    Raises SignatureError for an unknown kind or a malformed chain id.
+    """
+    if kind not in KINDS:
+        raise SignatureError("unknown signature kind %r" % kind)
+    if not isinstance(chain_id, str) or not _CHAIN_ID.match(chain_id):
+        raise SignatureError("malformed chain id %r" % (chain_id,))
+    return b"careledger/" + kind.encode() + b"/v1\x00" + chain_id.encode() + b"\x00" + payload
+
+
+@dataclass(frozen=True)
+class PrivateKey:
+    """An ed25519 signing key; `seed` is the 32 secret bytes."""
+
+    seed: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.seed, bytes) or len(self.seed) != SEED_BYTES:
+            raise SignatureError("a private key seed is %d bytes" % SEED_BYTES)
+
+    @property
+    def public_key(self) -> bytes:
+        return bytes(nacl.signing.SigningKey(self.seed).verify_key)
+
+    def sign(self, kind: str, chain_id: str, payload: bytes) -> bytes:
+        """Return the 64-byte signature of `payload` for `kind` on `chain_id`."""
+        message = sign_bytes(kind, chain_id, payload)
+        return nacl.signing.SigningKey(self.seed).sign(message).signature
+
+    def __repr__(self) -> str:  # never print the secret
+        return "PrivateKey(public=%s)" % self.public_key.hex()
+
+
+def private_key_from_seed(seed: bytes) -> PrivateKey:
+    return PrivateKey(bytes(seed))
+
+
+def verify(public_key: bytes, kind: str, chain_id: str, payload: bytes, signature: bytes) -> None:
+    """Check `signature` over `payload`; return None or raise SignatureError."""
+    if not isinstance(public_key, bytes) or len(public_key) != PUBLIC_KEY_BYTES:
+        raise SignatureError("a public key is %d bytes" % PUBLIC_KEY_BYTES)
+    if not isinstance(signature, bytes) or len(signature) != SIGNATURE_BYTES:
+        raise SignatureError("a signature is %d bytes" % SIGNATURE_BYTES)
+    message = sign_bytes(kind, chain_id, payload)
+    try:
+        nacl.signing.VerifyKey(public_key).verify(message, signature)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError) as exc:
+        raise SignatureError("signature does not verify") from exc
+
+
+def is_valid(public_key: bytes, kind: str, chain_id: str, payload: bytes, signature: bytes) -> bool:
+    try:
+        verify(public_key, kind, chain_id, payload, signature)
+    except SignatureError:
+        return False
+    return True
+
+
+def address(public_key: bytes) -> bytes:
+    """A 20-byte account address: the first 20 bytes of SHA-256(public key)."""
+    if len(public_key) != PUBLIC_KEY_BYTES:
+        raise SignatureError("a public key is %d bytes" % PUBLIC_KEY_BYTES)
+    return hashlib.sha256(public_key).digest()[:20]

@@ -1,0 +1,361 @@
+"""The ledger's records: transactions, headers, blocks, validator sets, votes
+and commit certificates.
+
+Each record is a frozen dataclass with `to_wire()` (a canonical list) and
+`from_wire()` (validates every field and raises DecodeError or
+ValidationError). Hashes are SHA-256 of the canonical encoding.
+
+Header `h` commits to the *results* of block `h-1` (`app_hash`,
+`receipts_root`, as CometBFT's LastResults), because a block is executed after
+it is committed; `history_root` is the RFC 6962 root of the hashes of blocks
+1..h-1 and `history_size` is h-1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger import codec, merkle
+from ledger.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, is_valid, verify
+from ledger.errors import DecodeError, LedgerError, SignatureError, ValidationError
+from ledger.hashing import check_hash, sha256
+
+MAX_TX_BYTES = 64 * 1024
+MAX_TX_TYPE_LENGTH = 64
+MAX_TXS_PER_BLOCK = 10_000
+MAX_VALIDATORS = 128
+U64_MAX = 2**64 - 1
+
+
+def _int(value: Any, what: str, low: int = 0, high: int = U64_MAX) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValidationError("%s must be an integer in [%d, %d]" % (what, low, high))
+    return value
+
+
+def _bytes(value: Any, what: str, length: int) -> bytes:
+    if not isinstance(value, bytes) or len(value) != length:
+        raise ValidationError("%s must be %d bytes" % (what, length))
+    return value
+
+
+def _str(value: Any, what: str, max_length: int) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= max_length:
+        raise ValidationError("%s must be a string of 1..%d characters" % (what, max_length))
+    return value
+
+
+def _list(value: Any, what: str, length: int | None = None) -> list[Any]:
+    if not isinstance(value, list) or (length is not None and len(value) != length):
+        raise DecodeError("%s must be a list%s" % (what, "" if length is None else " of %d" % length))
+    return value
+
+
+# --------------------------------------------------------------------- Tx
+
+
+@dataclass(frozen=True)
+class Tx:
+    """A client-signed transaction.
+
+    `sender` is the signer's ed25519 public key; `nonce` orders one sender's
+    transactions; `type` names the contract handler; `body` is a canonical map.
+    """
+
+    chain_id: str
+    sender: bytes
+    nonce: int
+    type: str
+    body: dict[str, Any]
+    signature: bytes = b""
+
+    def signing_payload(self) -> bytes:
+        return codec.encode([self.sender, self.nonce, self.type, self.body])
+
+    def signed(self, key: Any) -> "Tx":
+        """A copy signed by `key` (a `ledger.crypto.PrivateKey`)."""
+        signature = key.sign("tx", self.chain_id, self.signing_payload())
+        return Tx(self.chain_id, self.sender, self.nonce, self.type, self.body, signature)
+
+    def to_wire(self) -> list[Any]:
+        return [self.chain_id, self.sender, self.nonce, self.type, self.body, self.signature]
+
+    def encode(self) -> bytes:
+        return codec.encode(self.to_wire())
+
+    @property
+    def hash(self) -> bytes:
+        return sha256(self.encode())
+
+    def verify_signature(self) -> None:
+        """Raise SignatureError unless `signature` is the sender's over this tx."""
+        verify(self.sender, "tx", self.chain_id, self.signing_payload(), self.signature)
+
+    @classmethod
+    def from_wire(cls, wire: Any) -> "Tx":
+        chain_id, sender, nonce, tx_type, body, signature = _list(wire, "tx", 6)
+        if not isinstance(body, dict):
+            raise ValidationError("tx body must be a map")
+        return cls(
+            _str(chain_id, "chain id", 64),
+            _bytes(sender, "sender", PUBLIC_KEY_BYTES),
+            _int(nonce, "nonce"),
+            _str(tx_type, "tx type", MAX_TX_TYPE_LENGTH),
+            body,
+            _bytes(signature, "signature", SIGNATURE_BYTES),
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> "Tx":
+        """Decode and validate a tx's bytes (not its signature).
+
+        Raises DecodeError or ValidationError; oversize input is refused before parsing.
+        """
+        if isinstance(data, (bytes, bytearray)) and len(data) > MAX_TX_BYTES:
+            raise DecodeError("tx is %d bytes, limit %d" % (len(data), MAX_TX_BYTES))
+        return cls.from_wire(codec.decode(data, max_bytes=MAX_TX_BYTES))
+
+
+# ------------------------------------------------------------ validators
+
+
+@dataclass(frozen=True)
+class Validator:
+    name: str
+    public_key: bytes
+
+    def to_wire(self) -> list[Any]:
+        return [self.name, self.public_key]
+
+    @classmethod
+    def from_wire(cls, wire: Any) -> "Validator":
+        name, public_key = _list(wire, "validator", 2)
+        return cls(_str(name, "validator name", 64), _bytes(public_key, "validator key", PUBLIC_KEY_BYTES))
+
+
+@dataclass(frozen=True)
+class ValidatorSet:
+    """An ordered set of equally weighted validators (order picks primaries).
+
+    f = ⌊(n−1)/3⌋ faults are tolerated; a quorum is 2f+1 when n = 3f+1 and
+    n − f otherwise, so any two quorums share at least f+1 validators.
+    """
+
+    validators: tuple[Validator, ...]
+
+    def __post_init__(self) -> None:
+        keys = [v.public_key for v in self.validators]
+        if not 1 <= len(keys) <= MAX_VALIDATORS:
+            raise ValidationError("a validator set has 1..%d members" % MAX_VALIDATORS)
+        if len(set(keys)) != len(keys):
+            raise ValidationError("a validator key appears twice")
+
+    @property
+    def size(self) -> int:
+        return len(self.validators)
+
+    @property
+    def max_faulty(self) -> int:
+        return (self.size - 1) // 3
+
+    @property
+    def quorum(self) -> int:
+        n, f = self.size, self.max_faulty
+        return 2 * f + 1 if n == 3 * f + 1 else n - f
+
+    def index_of(self, public_key: bytes) -> int | None:
+        for index, validator in enumerate(self.validators):
+            if validator.public_key == public_key:
+                return index
+        return None
+
+    def primary(self, view: int) -> Validator:
+        return self.validators[view % self.size]
+
+    def to_wire(self) -> list[Any]:
+        return [v.to_wire() for v in self.validators]
+
+    @property
+    def hash(self) -> bytes:
+        return sha256(codec.encode(self.to_wire()))
+
+    @classmethod
+    def from_wire(cls, wire: Any) -> "ValidatorSet":
+        return cls(tuple(Validator.from_wire(item) for item in _list(wire, "validator set")))
+
+
+# ---------------------------------------------------------------- header
+
+
+@dataclass(frozen=True)
+class Header:
+    chain_id: str
+    height: int
+    view: int
+    time: int  # milliseconds since the Unix epoch, chosen by the proposer
+    prev_hash: bytes
+    tx_root: bytes
+    receipts_root: bytes  # receipts of block height-1
+    app_hash: bytes  # state root after block height-1
+    validators_hash: bytes
+    next_validators_hash: bytes
+    history_root: bytes  # RFC 6962 root over hashes of blocks 1..height-1
+    history_size: int
+    proposer: bytes
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.chain_id, self.height, self.view, self.time, self.prev_hash,
+            self.tx_root, self.receipts_root, self.app_hash, self.validators_hash,
+            self.next_validators_hash, self.history_root, self.history_size, self.proposer,
+        ]
+
+    def encode(self) -> bytes:
+        return codec.encode(self.to_wire())
+
+    @property
+    def hash(self) -> bytes:
+        return sha256(self.encode())
+
+    @classmethod
+    def from_wire(cls, wire: Any) -> "Header":
+        w = _list(wire, "header", 13)
+        height = _int(w[1], "height", 1)
+        history_size = _int(w[11], "history size")
+        if history_size != height - 1:
+            raise ValidationError("history size must be height - 1")
+        return cls(
+            _str(w[0], "chain id", 64), height, _int(w[2], "view"), _int(w[3], "time"),
+            check_hash(w[4], "prev hash"), check_hash(w[5], "tx root"),
+            check_hash(w[6], "receipts root"), check_hash(w[7], "app hash"),
+            check_hash(w[8], "validators hash"), check_hash(w[9], "next validators hash"),
+            check_hash(w[10], "history root"), history_size,
+            _bytes(w[12], "proposer", PUBLIC_KEY_BYTES),
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> "Header":
+        return cls.from_wire(codec.decode(data))
+
+
+# ----------------------------------------------------------------- block
+
+
+@dataclass(frozen=True)
+class Block:
+    header: Header
+    txs: tuple[Tx, ...] = field(default_factory=tuple)
+
+    @property
+    def hash(self) -> bytes:
+        return self.header.hash
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+    def to_wire(self) -> list[Any]:
+        return [self.header.to_wire(), [tx.to_wire() for tx in self.txs]]
+
+    def encode(self) -> bytes:
+        return codec.encode(self.to_wire())
+
+    def check_tx_root(self) -> None:
+        """Raise ValidationError unless `header.tx_root` commits to `txs`."""
+        if compute_tx_root(self.txs) != self.header.tx_root:
+            raise ValidationError("tx root does not match the block's transactions")
+
+    @classmethod
+    def from_wire(cls, wire: Any) -> "Block":
+        header, txs = _list(wire, "block", 2)
+        tx_list = _list(txs, "block txs")
+        if len(tx_list) > MAX_TXS_PER_BLOCK:
+            raise ValidationError("block holds more than %d txs" % MAX_TXS_PER_BLOCK)
+        return cls(Header.from_wire(header), tuple(Tx.from_wire(t) for t in tx_list))
+
+    @classmethod
+    def decode(cls, data: bytes) -> "Block":
+        return cls.from_wire(codec.decode(data))
+
+
+def compute_tx_root(txs: tuple[Tx, ...] | list[Tx]) -> bytes:
+    """RFC 6962 root over the canonical encodings of `txs`, in block order."""
+    return merkle.root([tx.encode() for tx in txs])
+
+
+# ------------------------------------------------ votes and certificates
+
+
+def commit_vote_payload(height: int, view: int, block_hash: bytes) -> bytes:
+    """What a validator signs (kind "commit") to commit `block_hash` at `height`."""
+    return codec.encode([height, view, block_hash])
+
+
+@dataclass(frozen=True)
+class CommitCertificate:
+    """2f+1 COMMIT signatures over one block: what regulators verify.
+
+    `signatures` pairs a validator's public key with its signature over
+    `commit_vote_payload(height, view, block_hash)`, sorted by key.
+    """
+
+    height: int
+    view: int
+    block_hash: bytes
+    signatures: tuple[tuple[bytes, bytes], ...]
+
+    def to_wire(self) -> list[Any]:
+        return [self.height, self.view, self.block_hash, [list(s) for s in self.signatures]]
+
+    def encode(self) -> bytes:
+        return codec.encode(self.to_wire())
+
+    @classmethod
+    def from_wire(cls, wire: Any) -> "CommitCertificate":
+        height, view, block_hash, signatures = _list(wire, "certificate", 4)
+        pairs = []
+        for item in _list(signatures, "certificate signatures"):
+            key, signature = _list(item, "certificate signature", 2)
+            pairs.append((_bytes(key, "signer", PUBLIC_KEY_BYTES), _bytes(signature, "signature", SIGNATURE_BYTES)))
+        if len(pairs) > MAX_VALIDATORS:
+            raise ValidationError("certificate holds more than %d signatures" % MAX_VALIDATORS)
+        return cls(_int(height, "height", 1), _int(view, "view"), check_hash(block_hash, "block hash"), tuple(pairs))
+
+    @classmethod
+    def decode(cls, data: bytes) -> "CommitCertificate":
+        return cls.from_wire(codec.decode(data))
+
+    def verify(self, chain_id: str, validators: ValidatorSet, block_hash: bytes, height: int) -> None:
+        """Check that a quorum of `validators` signed this block at this height.
+
+        Raises SignatureError if the certificate is for another block or
+        height, names a non-validator or a signer twice, carries a bad
+        signature, or has fewer than a quorum of valid signatures.
+        """
+        if self.block_hash != block_hash or self.height != height:
+            raise SignatureError("certificate is for another block or height")
+        payload = commit_vote_payload(self.height, self.view, self.block_hash)
+        seen: set[bytes] = set()
+        for key, signature in self.signatures:
+            if key in seen:
+                raise SignatureError("a validator signs a certificate twice")
+            if validators.index_of(key) is None:
+                raise SignatureError("certificate signer %s is not a validator" % key.hex()[:16])
+            verify(key, "commit", chain_id, payload, signature)
+            seen.add(key)
+        if len(seen) < validators.quorum:
+            raise SignatureError(
+                "certificate has %d valid signatures, quorum is %d" % (len(seen), validators.quorum)
+            )
+
+
+def make_certificate(height: int, view: int, block_hash: bytes, votes: dict[bytes, bytes]) -> CommitCertificate:
+    """Build a certificate from {public key: signature}, sorted for canonical bytes."""
+    return CommitCertificate(height, view, block_hash, tuple(sorted(votes.items())))
+
+
+__all__ = [
+    "Block", "CommitCertificate", "Header", "LedgerError", "Tx", "Validator", "ValidatorSet",
+    "commit_vote_payload", "compute_tx_root", "is_valid", "make_certificate",
+]
