@@ -1,0 +1,137 @@
+"""The state a contract sees: a typed overlay over the committed state.
+
+Reads fall through to `reader` (the committed state at the previous height);
+writes collect in an overlay the node later applies to the state tree in one
+batch. `snapshot()`/`rollback()` give each transaction all-or-nothing
+semantics without undo code. Values are canonical msgpack (`ledger.codec`).
+
+Keys are `type prefix ‖ "/" ‖ id` bytes; the prefix separates object kinds.
+`append_entry` keeps an authenticated counter plus indexed entries so a
+regulator can prove a list is complete (count + every index).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from ledger import codec
+from ledger.errors import LedgerError
+
+from contracts.errors import InvalidValue
+
+Reader = Callable[[bytes], "bytes | None"]
+MAX_KEY_BYTES = 1024
+MAX_VALUE_BYTES = 256 * 1024
+_DELETED = object()
+
+
+def key(*parts: str | bytes | int) -> bytes:
+    """Join key parts with "/": str as UTF-8, bytes as hex, ints as 20-digit decimal
+    (fixed width so keys of one kind sort numerically)."""
+    out = []
+    for part in parts:
+        if isinstance(part, bool):
+            raise TypeError("bool is not a key part")
+        if isinstance(part, bytes):
+            out.append(part.hex())
+        elif isinstance(part, int):
+            out.append("%020d" % part)
+        else:
+            out.append(part)
+    return "/".join(out).encode()
+
+
+class StateView:
+    """A write overlay with nested snapshots over a read-only committed state."""
+
+    def __init__(self, reader: Reader) -> None:
+        self._reader = reader
+        self._writes: dict[bytes, Any] = {}  # key -> bytes | _DELETED
+        self._journal: list[tuple[bytes, Any]] = []  # (key, previous overlay entry or missing)
+        self._events: list[dict[str, Any]] = []
+
+    # -- raw bytes
+    def get_bytes(self, k: bytes) -> bytes | None:
+        if k in self._writes:
+            value = self._writes[k]
+            return None if value is _DELETED else value
+        return self._reader(k)
+
+    def put_bytes(self, k: bytes, value: bytes) -> None:
+        if len(k) > MAX_KEY_BYTES or len(value) > MAX_VALUE_BYTES:
+            raise InvalidValue("state key or value over the size limit")
+        self._journal.append((k, self._writes.get(k, _MISSING)))
+        self._writes[k] = value
+
+    def delete(self, k: bytes) -> None:
+        self._journal.append((k, self._writes.get(k, _MISSING)))
+        self._writes[k] = _DELETED
+
+    # -- canonical records
+    def get(self, k: bytes, default: Any = None) -> Any:
+        raw = self.get_bytes(k)
+        if raw is None:
+            return default
+        try:
+            return codec.decode(raw)
+        except LedgerError as exc:  # committed state is ours: corruption is a bug
+            raise RuntimeError("corrupt state value at %r" % k) from exc
+
+    def put(self, k: bytes, value: Any) -> None:
+        try:
+            self.put_bytes(k, codec.encode(value))
+        except LedgerError as exc:
+            raise InvalidValue("cannot store value: %s" % exc) from exc
+
+    def exists(self, k: bytes) -> bool:
+        return self.get_bytes(k) is not None
+
+    # -- authenticated lists
+    def append_entry(self, prefix: bytes, value: Any) -> int:
+        """Append `value` at `prefix/i/<n>` and bump `prefix/count`; return n."""
+        count_key = prefix + b"/count"
+        n = self.get(count_key, 0)
+        self.put(prefix + b"/i/" + b"%020d" % n, value)
+        self.put(count_key, n + 1)
+        return n
+
+    def entries(self, prefix: bytes) -> list[Any]:
+        count = self.get(prefix + b"/count", 0)
+        return [self.get(prefix + b"/i/" + b"%020d" % i) for i in range(count)]
+
+    # -- events
+    def emit(self, event_type: str, **attributes: Any) -> None:
+        self._journal.append((b"", _EVENT))
+        self._events.append({"type": event_type, **attributes})
+
+    # -- transactions
+    def snapshot(self) -> int:
+        return len(self._journal)
+
+    def rollback(self, mark: int) -> None:
+        while len(self._journal) > mark:
+            k, previous = self._journal.pop()
+            if previous is _EVENT:
+                self._events.pop()
+            elif previous is _MISSING:
+                del self._writes[k]
+            else:
+                self._writes[k] = previous
+
+    def take_events(self) -> list[dict[str, Any]]:
+        events, self._events = self._events, []
+        self._journal = [entry for entry in self._journal if entry[1] is not _EVENT]
+        return events
+
+    def writes(self) -> dict[bytes, bytes | None]:
+        """The write set, sorted by key, deletes as None."""
+        return {k: (None if v is _DELETED else v) for k, v in sorted(self._writes.items())}
+
+
+_MISSING = object()
+_EVENT = object()
+
+
+def iter_sorted(items: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """Items in key order: the one way contracts iterate maps."""
+    return sorted(items, key=lambda item: item[0])
