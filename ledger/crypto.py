@@ -68,17 +68,26 @@ def private_key_from_seed(seed: bytes) -> PrivateKey:
     return PrivateKey(bytes(seed))
 
 
-def verify(public_key: bytes, kind: str, chain_id: str, payload: bytes, signature: bytes) -> None:
-    """Check `signature` over `payload`; return None or raise SignatureError."""
+def verify_raw(public_key: bytes, message: bytes, signature: bytes) -> None:
+    """Plain ed25519 verification by libsodium: the one verifier every node uses.
+
+    Raises SignatureError on a malformed key or signature or a failed check.
+    """
     if not isinstance(public_key, bytes) or len(public_key) != PUBLIC_KEY_BYTES:
         raise SignatureError("a public key is %d bytes" % PUBLIC_KEY_BYTES)
     if not isinstance(signature, bytes) or len(signature) != SIGNATURE_BYTES:
         raise SignatureError("a signature is %d bytes" % SIGNATURE_BYTES)
-    message = sign_bytes(kind, chain_id, payload)
     try:
         nacl.signing.VerifyKey(public_key).verify(message, signature)
-    except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError) as exc:
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
         raise SignatureError("signature does not verify") from exc
+
+
+def verify(public_key: bytes, kind: str, chain_id: str, payload: bytes, signature: bytes) -> None:
+    """Check `signature` over `payload` for `kind` on `chain_id`; raise SignatureError."""
+    if not isinstance(payload, bytes):
+        raise SignatureError("payload must be bytes")
+    verify_raw(public_key, sign_bytes(kind, chain_id, payload), signature)
 
 
 def is_valid(public_key: bytes, kind: str, chain_id: str, payload: bytes, signature: bytes) -> bool:
