@@ -1,0 +1,1 @@
+"""Payment contracts: MSSP shared savings and losses."""
