@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts.errors import InvalidValue, UnknownAccount
+from contracts.errors import InvalidValue, NotPermitted, UnknownAccount
 from contracts.state import StateView, key
 
 ROLES = frozenset({"payer", "provider", "auditor", "regulator", "patient_agent"})
@@ -51,3 +51,31 @@ def next_nonce(state: StateView, public_key: bytes) -> int:
 
 def consume_nonce(state: StateView, public_key: bytes) -> None:
     state.put(key("nonce", public_key), next_nonce(state, public_key))
+
+
+# -- permission hooks the engine calls for every transaction (governance sets them)
+
+
+def permission_key(tx_type: str) -> bytes:
+    """`governance/permission/<tx type>` → sorted role list overriding the registry."""
+    return key("governance", "permission", tx_type)
+
+
+def permitted_roles(state: StateView, tx_type: str, default: frozenset[str]) -> frozenset[str]:
+    """The roles that may send `tx_type`: an on-ledger override set by a governance
+    proposal wins over the registry's default table."""
+    override = state.get(permission_key(tx_type))
+    if override is None:
+        return default
+    return frozenset(override)
+
+
+def check_rights(account: dict[str, Any], tx_type: str) -> None:
+    """Enforce a staff key's delegated allow-list. An account whose `rights` is None
+    may send every type its role permits; otherwise only the listed types.
+
+    Raises NotPermitted.
+    """
+    rights = account.get("rights")
+    if rights is not None and tx_type not in rights:
+        raise NotPermitted("this key is not delegated the right to send %s" % tx_type)

@@ -130,8 +130,9 @@ def apply_tx(state: StateView, ctx: BlockContext, tx: Tx, registry: Registry) ->
         kind = registry.kinds.get(tx.type)
         if kind is None:
             raise UnknownTxType("no transaction type %r" % tx.type)
-        if account["role"] not in kind.roles:
+        if account["role"] not in accounts.permitted_roles(state, tx.type, kind.roles):
             raise NotPermitted("role %s may not send %s" % (account["role"], tx.type))
+        accounts.check_rights(account, tx.type)
         if not isinstance(tx.body, dict):
             raise MalformedTx("body must be a map")
         kind.handler(state, tx, ctx)

@@ -64,3 +64,9 @@ class InsufficientFunds(ContractError):
 
 class Conflict(ContractError):
     code = "conflict"
+
+
+class NotYetValid(ContractError):
+    """A credential or grant whose validity period has not started."""
+
+    code = "not_yet_valid"

@@ -105,6 +105,28 @@ def consistency_proof(leaves: Sequence[bytes], old_size: int) -> list[bytes]:
     return _subproof([leaf_hash(leaf) for leaf in leaves], old_size, True)
 
 
+def inclusion_proof_from_hashes(hashes: Sequence[bytes], index: int) -> list[bytes]:
+    """Audit path for leaf `index` given leaf hashes already computed (e.g. the
+    block hashes of `history_root`, which are used directly as leaf hashes).
+
+    Raises ValidationError if `index` is outside the tree.
+    """
+    _check_index(index, len(hashes))
+    return _inclusion_path(list(hashes), index)
+
+
+def consistency_proof_from_hashes(hashes: Sequence[bytes], old_size: int) -> list[bytes]:
+    """Consistency proof from the first `old_size` leaf hashes to all of `hashes`.
+
+    Raises ValidationError unless 0 < old_size <= len(hashes).
+    """
+    if isinstance(old_size, bool) or not isinstance(old_size, int) or not 0 < old_size <= len(hashes):
+        raise ValidationError("old size %r outside 1..%d" % (old_size, len(hashes)))
+    if old_size == len(hashes):
+        return []
+    return _subproof(list(hashes), old_size, True)
+
+
 def _check_proof(proof: object) -> list[bytes]:
     if not isinstance(proof, (list, tuple)):
         raise ProofError("a proof is a list of hashes")

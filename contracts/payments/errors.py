@@ -36,3 +36,57 @@ class AmountOutOfRangeError(InvalidInputError):
 
 class ReconciliationMismatchError(PaymentError):
     """A true-up pairs settlements that do not belong together (other ACO, year, stage)."""
+
+
+# -- Contracts II: program contracts, bundles, capitation, disputes, tokens ----------------
+# Each of these carries its own receipt `code`, so a client can tell why a payment
+# transaction failed without parsing the message.
+
+
+class InvalidSharesError(InvalidParameterError):
+    """Participant allocation shares are not positive basis points summing to 10,000."""
+
+    code = "invalid_shares"
+
+
+class UnknownProgramError(PaymentError):
+    """A transaction names a program (or a settlement, episode, dispute) not on the ledger."""
+
+    code = "unknown_program"
+
+
+class ProgramStateError(PaymentError):
+    """The program, episode or dispute is not in the state the transaction needs
+    (not yet active, already signed, interim after final, milestone out of order)."""
+
+    code = "program_state"
+
+
+class AlreadySettledError(PaymentError):
+    """The same program/period/stage was already settled, disbursed or adjusted."""
+
+    code = "already_settled"
+
+
+class NotAPartyError(PaymentError):
+    """The sender's organisation is not a party to the program or settlement it acts on."""
+
+    code = "not_a_party"
+
+
+class StaleReferenceError(InvalidInputError):
+    """An input's ledger reference names no record, or a record whose hash differs."""
+
+    code = "stale_reference"
+
+
+class InsufficientTokensError(PaymentError):
+    """A token transfer or redemption exceeds the sender's balance."""
+
+    code = "insufficient_tokens"
+
+
+class DuplicateEventError(PaymentError):
+    """The same engagement event was already rewarded."""
+
+    code = "duplicate_event"

@@ -1,0 +1,349 @@
+"""Signed consensus messages and their canonical wire form.
+
+Every message is `[tag, sender, ...fields, signature]` in canonical msgpack.
+The signature covers kind-specific bytes (domain-separated by
+`ledger.crypto.sign_bytes` with the chain id):
+
+| message     | kind          | signed payload                                   |
+|-------------|---------------|--------------------------------------------------|
+| Proposal    | "proposal"    | encode([view, height, block_hash])               |
+| Prepare     | "prepare"     | encode([view, height, block_hash])               |
+| CommitVote  | "commit"      | ledger.types.commit_vote_payload(height, view, hash) |
+| Checkpoint  | "checkpoint"  | encode([height, digest])                         |
+| ViewChange  | "view-change" | encode(body) (everything but the signature)      |
+| NewView     | "new-view"    | encode(body)                                     |
+| Decided     | (none)        | carries a block and its CommitCertificate        |
+
+COMMIT signatures are therefore exactly the certificate signatures a light
+client verifies (`CommitCertificate.verify`).
+
+`decode_message(data)` raises `DecodeError`/`ValidationError` for anything
+malformed; it does not check signatures (`verify_signature` does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ledger import codec
+from ledger.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, PrivateKey
+from ledger.errors import DecodeError, ValidationError
+from ledger.hashing import check_hash, sha256
+from ledger.types import Block, CommitCertificate, commit_vote_payload
+
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+U64_MAX = 2**64 - 1
+
+TAG_PROPOSAL = 1
+TAG_PREPARE = 2
+TAG_COMMIT = 3
+TAG_CHECKPOINT = 4
+TAG_VIEW_CHANGE = 5
+TAG_NEW_VIEW = 6
+TAG_DECIDED = 7
+
+Verifier = Callable[[bytes, str, str, bytes, bytes], bool]
+
+
+def _int(value: Any, what: str, low: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= U64_MAX:
+        raise ValidationError("%s must be an integer >= %d" % (what, low))
+    return value
+
+
+def _key(value: Any) -> bytes:
+    if not isinstance(value, bytes) or len(value) != PUBLIC_KEY_BYTES:
+        raise ValidationError("sender must be a %d-byte key" % PUBLIC_KEY_BYTES)
+    return value
+
+
+def _sig(value: Any) -> bytes:
+    if not isinstance(value, bytes) or len(value) != SIGNATURE_BYTES:
+        raise ValidationError("signature must be %d bytes" % SIGNATURE_BYTES)
+    return value
+
+
+def _list(value: Any, what: str, length: int | None = None) -> list[Any]:
+    if not isinstance(value, list) or (length is not None and len(value) != length):
+        raise DecodeError("%s must be a list%s" % (what, "" if length is None else " of %d" % length))
+    return value
+
+
+class _Signed:
+    """Shared behaviour: `kind`, `payload()`, `body()`, wire encoding."""
+
+    KIND = ""
+    sender: bytes
+    signature: bytes
+
+    def payload(self) -> bytes:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def body(self) -> list[Any]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def to_wire(self) -> list[Any]:
+        return self.body() + [self.signature]
+
+    def encode(self) -> bytes:
+        return codec.encode(self.to_wire())
+
+    def verify_signature(self, chain_id: str, verify: Verifier) -> bool:
+        return verify(self.sender, self.KIND, chain_id, self.payload(), self.signature)
+
+
+@dataclass(frozen=True)
+class Proposal(_Signed):
+    """PBFT PRE-PREPARE(v, n, d) carrying the whole block."""
+
+    KIND = "proposal"
+    sender: bytes
+    view: int
+    height: int
+    block: Block
+    signature: bytes = b""
+
+    @property
+    def block_hash(self) -> bytes:
+        return self.block.hash
+
+    def payload(self) -> bytes:
+        return codec.encode([self.view, self.height, self.block.hash])
+
+    def body(self) -> list[Any]:
+        return [TAG_PROPOSAL, self.sender, self.view, self.height, self.block.to_wire()]
+
+    @classmethod
+    def from_wire(cls, w: list[Any]) -> "Proposal":
+        _, sender, view, height, block, sig = _list(w, "proposal", 6)
+        proposal = cls(_key(sender), _int(view, "view"), _int(height, "height", 1), Block.from_wire(block), _sig(sig))
+        if proposal.block.height != proposal.height:
+            raise ValidationError("proposal height differs from its block's height")
+        return proposal
+
+
+@dataclass(frozen=True)
+class Prepare(_Signed):
+    """PBFT PREPARE(v, n, d)."""
+
+    KIND = "prepare"
+    sender: bytes
+    view: int
+    height: int
+    block_hash: bytes
+    signature: bytes = b""
+
+    def payload(self) -> bytes:
+        return codec.encode([self.view, self.height, self.block_hash])
+
+    def body(self) -> list[Any]:
+        return [TAG_PREPARE, self.sender, self.view, self.height, self.block_hash]
+
+    @classmethod
+    def from_wire(cls, w: list[Any]) -> "Prepare":
+        _, sender, view, height, block_hash, sig = _list(w, "prepare", 6)
+        return cls(_key(sender), _int(view, "view"), _int(height, "height", 1),
+                   check_hash(block_hash, "block hash"), _sig(sig))
+
+
+@dataclass(frozen=True)
+class CommitVote(_Signed):
+    """PBFT COMMIT(v, n, d); its signature is a certificate signature."""
+
+    KIND = "commit"
+    sender: bytes
+    view: int
+    height: int
+    block_hash: bytes
+    signature: bytes = b""
+
+    def payload(self) -> bytes:
+        return commit_vote_payload(self.height, self.view, self.block_hash)
+
+    def body(self) -> list[Any]:
+        return [TAG_COMMIT, self.sender, self.view, self.height, self.block_hash]
+
+    @classmethod
+    def from_wire(cls, w: list[Any]) -> "CommitVote":
+        _, sender, view, height, block_hash, sig = _list(w, "commit", 6)
+        return cls(_key(sender), _int(view, "view"), _int(height, "height", 1),
+                   check_hash(block_hash, "block hash"), _sig(sig))
+
+
+@dataclass(frozen=True)
+class Checkpoint(_Signed):
+    """PBFT CHECKPOINT(n, d): `digest` = checkpoint_digest(height, block hash, app hash)."""
+
+    KIND = "checkpoint"
+    sender: bytes
+    height: int
+    digest: bytes
+    signature: bytes = b""
+
+    def payload(self) -> bytes:
+        return codec.encode([self.height, self.digest])
+
+    def body(self) -> list[Any]:
+        return [TAG_CHECKPOINT, self.sender, self.height, self.digest]
+
+    @classmethod
+    def from_wire(cls, w: list[Any]) -> "Checkpoint":
+        _, sender, height, digest, sig = _list(w, "checkpoint", 5)
+        return cls(_key(sender), _int(height, "height", 1), check_hash(digest, "digest"), _sig(sig))
+
+
+def checkpoint_digest(height: int, block_hash: bytes, app_hash: bytes) -> bytes:
+    """The state digest replicas sign at a checkpoint: block and state after `height`."""
+    return sha256(codec.encode([height, block_hash, app_hash]))
+
+
+@dataclass(frozen=True)
+class PreparedCertificate:
+    """A proposal plus quorum−1 PREPAREs for it from other validators (PBFT's P set entry)."""
+
+    proposal: Proposal
+    prepares: tuple[Prepare, ...]
+
+    def to_wire(self) -> list[Any]:
+        return [self.proposal.to_wire(), [p.to_wire() for p in self.prepares]]
+
+    @classmethod
+    def from_wire(cls, w: Any) -> "PreparedCertificate":
+        proposal, prepares = _list(w, "prepared certificate", 2)
+        items = _list(prepares, "prepares")
+        if len(items) > 256:
+            raise ValidationError("too many prepares")
+        return cls(Proposal.from_wire(_list(proposal, "proposal")),
+                   tuple(Prepare.from_wire(_list(p, "prepare")) for p in items))
+
+
+@dataclass(frozen=True)
+class ViewChange(_Signed):
+    """PBFT VIEW-CHANGE(v+1, n, C, P, i).
+
+    `committed_height` with `certificate` (its commit certificate, None at
+    height 0) plays the role of the stable checkpoint proof C: everything up to
+    it is final. `prepared` is the highest-view prepared certificate for
+    `committed_height + 1`, if any (P). Only one height can be prepared above
+    a replica's committed height (see `consensus.replica`).
+    """
+
+    KIND = "view-change"
+    sender: bytes
+    new_view: int
+    committed_height: int
+    certificate: CommitCertificate | None
+    prepared: PreparedCertificate | None
+    signature: bytes = b""
+
+    def body(self) -> list[Any]:
+        return [TAG_VIEW_CHANGE, self.sender, self.new_view, self.committed_height,
+                None if self.certificate is None else self.certificate.to_wire(),
+                None if self.prepared is None else self.prepared.to_wire()]
+
+    def payload(self) -> bytes:
+        return codec.encode(self.body())
+
+    @classmethod
+    def from_wire(cls, w: list[Any]) -> "ViewChange":
+        _, sender, new_view, committed, cert, prepared, sig = _list(w, "view change", 7)
+        committed_height = _int(committed, "committed height")
+        certificate = None if cert is None else CommitCertificate.from_wire(cert)
+        if (certificate is None) != (committed_height == 0):
+            raise ValidationError("a view change carries a certificate iff committed height > 0")
+        if certificate is not None and certificate.height != committed_height:
+            raise ValidationError("view-change certificate is for another height")
+        prep = None if prepared is None else PreparedCertificate.from_wire(prepared)
+        if prep is not None and prep.proposal.height != committed_height + 1:
+            raise ValidationError("prepared certificate must be for committed height + 1")
+        return cls(_key(sender), _int(new_view, "view", 1), committed_height, certificate, prep, _sig(sig))
+
+
+@dataclass(frozen=True)
+class NewView(_Signed):
+    """PBFT NEW-VIEW(v+1, V, O): a quorum of VIEW-CHANGEs and the re-proposal.
+
+    `proposal` is the new primary's PRE-PREPARE in the new view for the height
+    after the highest certified one, mandatory (and fixed) when any VIEW-CHANGE
+    carries a prepared certificate for that height, otherwise optional.
+    """
+
+    KIND = "new-view"
+    sender: bytes
+    view: int
+    view_changes: tuple[ViewChange, ...]
+    proposal: Proposal | None
+    signature: bytes = b""
+
+    def body(self) -> list[Any]:
+        return [TAG_NEW_VIEW, self.sender, self.view, [vc.to_wire() for vc in self.view_changes],
+                None if self.proposal is None else self.proposal.to_wire()]
+
+    def payload(self) -> bytes:
+        return codec.encode(self.body())
+
+    @classmethod
+    def from_wire(cls, w: list[Any]) -> "NewView":
+        _, sender, view, vcs, proposal, sig = _list(w, "new view", 6)
+        items = _list(vcs, "view changes")
+        if len(items) > 256:
+            raise ValidationError("too many view changes")
+        return cls(_key(sender), _int(view, "view", 1),
+                   tuple(ViewChange.from_wire(_list(v, "view change")) for v in items),
+                   None if proposal is None else Proposal.from_wire(_list(proposal, "proposal")),
+                   _sig(sig))
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A committed block with its certificate, sent to a peer that is behind.
+
+    Not signed by the sender: the certificate (a quorum of COMMIT signatures)
+    is the proof, checked like a fetched block.
+    """
+
+    block: Block
+    certificate: CommitCertificate
+
+    def to_wire(self) -> list[Any]:
+        return [TAG_DECIDED, self.block.to_wire(), self.certificate.to_wire()]
+
+    def encode(self) -> bytes:
+        return codec.encode(self.to_wire())
+
+    @classmethod
+    def from_wire(cls, w: list[Any]) -> "Decided":
+        _, block, cert = _list(w, "decided", 3)
+        decided = cls(Block.from_wire(block), CommitCertificate.from_wire(cert))
+        if decided.certificate.height != decided.block.height:
+            raise ValidationError("decided certificate is for another height")
+        return decided
+
+
+Message = Proposal | Prepare | CommitVote | Checkpoint | ViewChange | NewView | Decided
+
+_DECODERS: dict[int, Any] = {
+    TAG_PROPOSAL: Proposal, TAG_PREPARE: Prepare, TAG_COMMIT: CommitVote,
+    TAG_CHECKPOINT: Checkpoint, TAG_VIEW_CHANGE: ViewChange, TAG_NEW_VIEW: NewView,
+    TAG_DECIDED: Decided,
+}
+
+
+def decode_message(data: bytes) -> Message:
+    """Decode one wire message; raise DecodeError or ValidationError if malformed."""
+    if not isinstance(data, (bytes, bytearray)) or len(data) > MAX_MESSAGE_BYTES:
+        raise DecodeError("message is not bytes or is over %d bytes" % MAX_MESSAGE_BYTES)
+    wire = codec.decode(bytes(data), max_bytes=MAX_MESSAGE_BYTES)
+    if not isinstance(wire, list) or not wire or isinstance(wire[0], bool) or wire[0] not in _DECODERS:
+        raise DecodeError("unknown message tag")
+    try:
+        return _DECODERS[wire[0]].from_wire(wire)
+    except (TypeError, ValueError, KeyError, IndexError) as exc:  # defensive: typed error only
+        raise DecodeError("malformed message: %s" % exc) from exc
+
+
+def sign(message: Any, key: PrivateKey, chain_id: str) -> Any:
+    """Return `message` with `signature` filled in by `key`."""
+    from dataclasses import replace
+    return replace(message, signature=key.sign(message.KIND, chain_id, message.payload()))

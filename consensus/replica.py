@@ -1,0 +1,1085 @@
+"""One PBFT replica as a pure state machine: `handle(input, now_ms) -> [Effect]`.
+
+Rules (Castro & Liskov, OSDI'99, adapted to a chain of blocks; "§" cites the paper):
+
+- Heights are PBFT sequence numbers; a block is one batch of requests.
+  The primary of view v for height h is `validators_for(h).primary(v)`.
+- Normal case (§4.2): the primary sends PROPOSAL (pre-prepare) with the whole
+  block; a backup PREPAREs it if the header checks out against its own
+  executed state and the view/height/digest are fresh; *prepared* = proposal +
+  quorum−1 matching PREPAREs from other validators; then it signs COMMIT
+  (kind "commit" over `commit_vote_payload`, so the votes ARE the certificate).
+  A quorum of COMMITs for (h, v, d) plus the block commits h — whatever our
+  own view, because a quorum of COMMIT signatures is exactly what a light
+  client accepts as final.
+- Pipelining under the header rule: header h carries the results of executing
+  h−1, so nobody can propose or check h before h−1 is committed and executed.
+  Agreement therefore runs on ONE height at a time (`committed + 1`, the
+  "slot"); `pipeline_window` W is the number of heights above the slot whose
+  messages are buffered rather than dropped (a replica slightly behind keeps
+  them), and a valid message beyond W triggers catch-up. This is the safe
+  choice; the throughput lever is batching (B txs or T ms per block).
+- Checkpoints (§4.3): after executing a multiple of K, a validator signs
+  CHECKPOINT(h, digest(h, block hash, app hash)); a quorum makes it stable
+  and logs (evidence bookkeeping, checkpoint votes, guard records) at or below
+  it are dropped. A stable digest different from our own is a broken
+  invariant (our execution diverged) and raises.
+- View change (§4.4): no progress within the timeout while work is pending
+  (transactions we hold or a proposal we saw) ⇒ retransmit once at half the
+  timeout, then VIEW-CHANGE(v+1) with our committed height + its certificate
+  and our highest prepared certificate. The timeout doubles per consecutive
+  failed view, capped. A replica escalates past v+1 only when f+1 other
+  validators also want a view ≥ v+1 (so a partitioned replica does not run
+  away with views it must later wait for). f+1 VIEW-CHANGEs for higher views
+  make a replica join the smallest (§4.5.2). The new primary sends NEW-VIEW
+  with a quorum of VIEW-CHANGEs; the highest-view prepared certificate for
+  max(committed)+1 must be re-proposed (the O set; there are no gaps to fill
+  with null requests because every lower height is certified). Every replica
+  re-checks the NEW-VIEW before entering the view.
+- Censorship: transactions are gossiped to every replica, so a replica that
+  holds transactions the primary never proposes times out and votes it out.
+- Double-sign guard: every signature goes through `_sign_once`, keyed by
+  (kind, view, height); the record is in `PersistedState`, emitted as
+  `Persist` at the FRONT of the effect list before any message it covers.
+  Records are kept for 2K+W heights below the committed height, because a
+  crash may lose unsynced blocks; drivers must sync blocks at least every K.
+- Catch-up: certified blocks (`Decided` replies, `BlocksFetched`) are verified
+  (certificate with the quorum, hash chain, tx root, our own execution
+  results) and committed one height at a time, never by replaying votes.
+- Validator sets: a `BlockExecuted(h, validator_update=S)` schedules S for
+  heights > c, where c is the first multiple of K that is ≥ h+1; header c
+  announces it in `next_validators_hash`.
+- Evidence: the first signed message per (signer, kind, view, height) is kept
+  until the next stable checkpoint; a conflicting second one yields `Evidence`.
+- Bad peer input never raises: it is dropped and counted in `self.dropped`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Iterable
+
+from ledger import codec
+from ledger.crypto import PrivateKey, is_valid
+from ledger.errors import LedgerError
+from ledger.hashing import sha256
+from ledger.types import (
+    MAX_TXS_PER_BLOCK, Block, CommitCertificate, Header, Tx, ValidatorSet,
+    commit_vote_payload, compute_tx_root, make_certificate,
+)
+
+from consensus.config import ConsensusConfig
+from consensus.effects import (
+    Broadcast, Commit, Effect, Evidence, FetchBlocks, Persist, ScheduleTimeout, Send,
+)
+from consensus.errors import InputError, InvariantViolation, MessageError
+from consensus.history import History
+from consensus.inputs import (
+    BlockExecuted, BlocksFetched, Input, MessageReceived, TimeoutFired, TransactionsVerified,
+)
+from consensus.messages import (
+    Checkpoint, CommitVote, Decided, NewView, Prepare, PreparedCertificate, Proposal,
+    Verifier, ViewChange, checkpoint_digest, decode_message,
+)
+from consensus.persist import ChainTip, PersistedState, SignedRecord
+
+MAX_FUTURE_PER_HEIGHT = 512
+MAX_FETCHED = 1024
+MAX_EVIDENCE = 1000
+MAX_REPLIED = 4096
+MAX_VIEWS_AHEAD = 64
+
+
+class Replica:
+    """A PBFT replica (or an observer, when its key is not a validator).
+
+    Construct it, call `start(now_ms)` once and perform the effects, then feed
+    every input to `handle(input, now_ms)`. After a restart, pass the last
+    `Persist` state (`restored`) and the block store's tip (`last_commit`).
+    """
+
+    def __init__(
+        self,
+        config: ConsensusConfig,
+        private_key: PrivateKey,
+        *,
+        restored: PersistedState | None = None,
+        last_commit: ChainTip | None = None,
+        verifier: Verifier | None = None,
+    ) -> None:
+        """`verifier(public_key, kind, chain_id, payload, signature) -> bool`
+        defaults to `ledger.crypto.is_valid`; a simulator may pass a memoised one."""
+        self.config = config
+        self.key = private_key
+        self.public_key = private_key.public_key
+        self.chain_id = config.chain_id
+        self._verifier: Verifier = verifier or is_valid
+        self.dropped: dict[str, int] = {}
+        self.counters: dict[str, int] = {}
+        self.evidence: list[Evidence] = []
+        self.now = 0
+        self._out: list[Effect] = []
+        self._dirty = False
+
+        tip = last_commit or ChainTip(
+            time_ms=config.genesis_time_ms, app_hash=config.genesis_app_hash,
+            receipts_root=config.genesis_receipts_root,
+        )
+        if tip.height > 0 and tip.certificate is None:
+            raise InputError("a chain tip above genesis needs its commit certificate")
+        self.committed = tip.height
+        self.executed = tip.height
+        self.last_block_hash = tip.block_hash
+        self.last_time = tip.time_ms
+        self.history = tip.history
+        self.results: dict[int, tuple[bytes, bytes]] = {tip.height: (tip.app_hash, tip.receipts_root)}
+        self.last_certificate = tip.certificate
+        self.recent: dict[int, tuple[Block, CommitCertificate]] = {}
+        self.schedule: list[tuple[int, ValidatorSet]] = [(1, config.validators)]
+        for start, vset in tip.validator_schedule:
+            self._schedule_set(start, vset)
+        self.committed_txs: set[bytes] = set(tip.recent_tx_hashes)
+
+        state = restored or PersistedState()
+        self.view = state.view
+        self.view_active = state.view_active
+        self.signed: dict[tuple[str, int, int], SignedRecord] = {
+            (r.kind, r.view, r.height): r for r in state.signed
+        }
+        self.prepared: PreparedCertificate | None = state.prepared
+        if self.prepared is not None and self.prepared.proposal.height != self.committed + 1:
+            self.prepared = None
+
+        self.pending: dict[bytes, Tx] = {}
+        self.future: dict[int, list[tuple[bytes, Any]]] = {}
+        self.fetched: dict[int, tuple[Block, CommitCertificate, bytes]] = {}
+        self.view_changes: dict[int, dict[bytes, tuple[ViewChange, bytes]]] = {}
+        self.valid_view_changes: set[bytes] = set()
+        self.new_view_sent: set[int] = set()
+        self.last_new_view: bytes | None = None
+        self.checkpoints: dict[int, dict[bytes, bytes]] = {}
+        self.own_checkpoints: dict[int, bytes] = {}
+        self.stable_checkpoint = 0
+        self.first_seen: dict[tuple[bytes, str, int, int], tuple[bytes, bytes]] = {}
+        self.evidence_keys: set[tuple[bytes, str, int, int]] = set()
+        self.replied: set[tuple[bytes, str, int]] = set()
+        self.ahead_height = 0
+        self.ahead_peer: bytes | None = None
+        self.fetch_in_flight = False
+        self.failed_views = 0
+        self.token = 0
+        self.progress_token: int | None = None
+        self.retransmitted = False
+        self.view_change_token: int | None = None
+        self.commits_at_view_change = 0
+        self.batch_timers: set[tuple[int, int, str]] = set()
+        self.batch_due: set[tuple[int, int]] = set()
+        self.token_fetch = -1
+        self.mandates: dict[tuple[int, int], bytes] = {}
+        self._reset_slot()
+
+    # ------------------------------------------------------------ driver API
+
+    def start(self, now_ms: int) -> list[Effect]:
+        """Effects to perform once after construction (timers, resent view change)."""
+        self.now = now_ms
+        self._out = []
+        if not self.view_active:
+            record = self.signed.get(("view-change", self.view, 0))
+            if record is not None:
+                self._out.append(Broadcast(record.data))
+                self._arm_view_change_timer()
+            else:
+                self._start_view_change(self.view)
+        self._arm_progress()
+        self._maybe_propose()
+        return self._flush()
+
+    def handle(self, event: Input, now_ms: int) -> list[Effect]:
+        """Process one input; return the effects to perform in order.
+
+        Bad peer input is dropped and counted in `dropped`; raises only
+        `InputError` (driver bug) or `InvariantViolation` (halt the node).
+        """
+        self.now = now_ms
+        self._out = []
+        if isinstance(event, MessageReceived):
+            self._on_message_bytes(event.sender_public_key, event.data)
+        elif isinstance(event, TimeoutFired):
+            self._on_timeout(event)
+        elif isinstance(event, TransactionsVerified):
+            self._on_transactions(event.txs)
+        elif isinstance(event, BlockExecuted):
+            self._on_block_executed(event)
+        elif isinstance(event, BlocksFetched):
+            self._on_blocks_fetched(event)
+        else:
+            raise InputError("unknown input %r" % (event,))
+        return self._flush()
+
+    def persisted_state(self) -> PersistedState:
+        """What the last `Persist` effect carried (for tests and drivers)."""
+        return PersistedState(self.view, self.view_active, tuple(self.signed.values()), self.prepared)
+
+    def status(self) -> dict[str, Any]:
+        """A plain snapshot for metrics and RPC (`dump_consensus_state`)."""
+        return {
+            "height": self.committed, "executed": self.executed, "view": self.view,
+            "view_active": self.view_active, "stable_checkpoint": self.stable_checkpoint,
+            "pending_txs": len(self.pending), "evidence": len(self.evidence),
+            "is_validator": self._is_validator(self.committed + 1),
+            "dropped": dict(self.dropped), "counters": dict(self.counters),
+        }
+
+    # ------------------------------------------------------------- helpers
+
+    def _flush(self) -> list[Effect]:
+        out = self._out
+        self._out = []
+        if self._dirty:
+            self._dirty = False
+            out.insert(0, Persist(self.persisted_state().encode()))
+        return out
+
+    def _drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + amount
+
+    def _schedule_set(self, start: int, vset: ValidatorSet) -> None:
+        self.schedule = [(s, v) for s, v in self.schedule if s < start] + [(start, vset)]
+
+    def validators_for(self, height: int) -> ValidatorSet:
+        """The validator set of `height`, as far as executed blocks tell."""
+        current = self.schedule[0][1]
+        for start, vset in self.schedule:
+            if start <= height:
+                current = vset
+        return current
+
+    def _quorum(self, height: int) -> int:
+        return self.config.quorum(self.validators_for(height))
+
+    def _is_validator(self, height: int) -> bool:
+        return self.validators_for(height).index_of(self.public_key) is not None
+
+    def _primary(self, view: int, height: int) -> bytes:
+        return self.validators_for(height).primary(view).public_key
+
+    def _verify(self, public_key: bytes, kind: str, payload: bytes, signature: bytes) -> bool:
+        return self._verifier(public_key, kind, self.chain_id, payload, signature)
+
+    def _check_signed(self, msg: Any, height: int) -> None:
+        """Raise MessageError unless `msg` is signed by a validator of `height`."""
+        if self.validators_for(height).index_of(msg.sender) is None:
+            raise MessageError("unknown-validator")
+        if not msg.verify_signature(self.chain_id, self._verifier):
+            raise MessageError("bad-signature")
+
+    def _next_token(self) -> int:
+        self.token += 1
+        return self.token
+
+    def _schedule(self, kind: str, delay_ms: int, view: int, height: int, token: int) -> None:
+        self._out.append(ScheduleTimeout(max(0, delay_ms), TimeoutFired(kind, view, height, token)))
+
+    def _sign_once(self, msg: Any, view: int, height: int, digest: bytes) -> bytes | None:
+        """Sign `msg` unless we signed something different for (kind, view, height).
+
+        Returns the wire bytes (the stored ones if we signed this before), or
+        None when signing would be a double-sign (refused and counted).
+        """
+        key = (msg.KIND, view, height)
+        record = self.signed.get(key)
+        if record is not None:
+            if record.digest == digest:
+                return record.data
+            self._count("refused_double_sign")
+            return None
+        signature = self.key.sign(msg.KIND, self.chain_id, msg.payload())
+        data = replace(msg, signature=signature).encode()
+        self.signed[key] = SignedRecord(msg.KIND, view, height, digest, data)
+        self._dirty = True
+        return data
+
+    def _note_signed(self, sender: bytes, kind: str, view: int, height: int, digest: bytes, data: bytes) -> bool:
+        """Keep the first signed message per slot; report a conflicting second one.
+
+        Returns False when this message conflicts with an earlier one.
+        """
+        key = (sender, kind, view, height)
+        seen = self.first_seen.get(key)
+        if seen is None:
+            self.first_seen[key] = (digest, data)
+            return True
+        if seen[0] == digest:
+            return True
+        if key not in self.evidence_keys and len(self.evidence) < MAX_EVIDENCE:
+            self.evidence_keys.add(key)
+            evidence = Evidence(sender, kind, view, height, seen[1], data)
+            self.evidence.append(evidence)
+            self._out.append(evidence)
+            self._count("evidence")
+        return False
+
+    # ------------------------------------------------------------- slot state
+
+    def _reset_slot(self) -> None:
+        """Forget votes for the finished height; start on `committed + 1`."""
+        self.proposals: dict[int, Proposal] = {}
+        self.proposal_bytes: dict[int, bytes] = {}
+        self.valid_blocks: dict[bytes, Block] = {}
+        self.checked: dict[tuple[int, bytes], bool] = {}  # (view, hash) → proposal valid in that view
+        self.prepares: dict[tuple[int, bytes], dict[bytes, Prepare]] = {}
+        self.commit_votes: dict[tuple[int, bytes], dict[bytes, bytes]] = {}
+        self.mandates = {k: v for k, v in self.mandates.items() if k[1] > self.committed}
+        self.retransmitted = False
+
+    # ------------------------------------------------------------- messages
+
+    def _on_message_bytes(self, peer: bytes, data: bytes) -> None:
+        try:
+            msg = decode_message(data)
+        except LedgerError:
+            self._drop("malformed")
+            return
+        try:
+            self._dispatch(peer, msg, data)
+        except MessageError as exc:
+            self._drop(exc.reason)
+        except LedgerError:
+            self._drop("invalid")
+
+    def _dispatch(self, peer: bytes, msg: Any, data: bytes) -> None:
+        if isinstance(msg, (Proposal, Prepare, CommitVote)):
+            self._on_slot_message(peer, msg, data)
+        elif isinstance(msg, Checkpoint):
+            self._on_checkpoint(msg, data)
+        elif isinstance(msg, ViewChange):
+            self._on_view_change(peer, msg, data)
+        elif isinstance(msg, NewView):
+            self._on_new_view(msg, data)
+        elif isinstance(msg, Decided):
+            self._on_decided(peer, msg)
+
+    def _on_slot_message(self, peer: bytes, msg: Any, data: bytes) -> None:
+        height = msg.height
+        slot = self.committed + 1
+        if height < slot:
+            self._check_signed(msg, height)
+            self._reply_decided(msg.sender, height)
+            if isinstance(msg, CommitVote):
+                self._reply_decided(msg.sender, height + 1)
+            raise MessageError("old-height")
+        if height > slot:
+            self._check_signed(msg, min(height, self.executed + 1))
+            self._note_ahead(msg.sender, height - 1)
+            if height > slot + self.config.pipeline_window:
+                self._start_fetch()
+                raise MessageError("beyond-window")
+            buffered = self.future.setdefault(height, [])
+            if len(buffered) >= MAX_FUTURE_PER_HEIGHT:
+                raise MessageError("buffer-full")
+            buffered.append((peer, data))
+            return
+        if msg.view > self.view + MAX_VIEWS_AHEAD:
+            raise MessageError("view-too-far")
+        self._check_signed(msg, height)
+        if isinstance(msg, Proposal):
+            self._on_proposal(msg, data)
+        elif isinstance(msg, Prepare):
+            self._on_prepare(msg, data)
+        else:
+            self._on_commit_vote(msg, data)
+        self._advance()
+
+    def _on_proposal(self, p: Proposal, data: bytes) -> None:
+        # §4.2: a pre-prepare is accepted only from the primary of its view.
+        if p.sender != self._primary(p.view, p.height):
+            raise MessageError("not-primary")
+        if not self._note_signed(p.sender, "proposal", p.view, p.height, p.block_hash, data):
+            raise MessageError("conflicting-proposal")
+        if p.view in self.proposals:
+            raise MessageError("duplicate")
+        self.proposals[p.view] = p
+        self.proposal_bytes[p.view] = data
+        self._arm_progress()
+
+    def _on_prepare(self, m: Prepare, data: bytes) -> None:
+        if m.sender == self._primary(m.view, m.height):
+            raise MessageError("prepare-from-primary")  # §4.2: the primary's pre-prepare is its prepare
+        if not self._note_signed(m.sender, "prepare", m.view, m.height, m.block_hash, data):
+            raise MessageError("conflicting-prepare")
+        votes = self.prepares.setdefault((m.view, m.block_hash), {})
+        if m.sender in votes:
+            raise MessageError("duplicate")
+        votes[m.sender] = m
+
+    def _on_commit_vote(self, m: CommitVote, data: bytes) -> None:
+        if not self._note_signed(m.sender, "commit", m.view, m.height, m.block_hash, data):
+            raise MessageError("conflicting-commit")
+        votes = self.commit_votes.setdefault((m.view, m.block_hash), {})
+        if m.sender in votes:
+            raise MessageError("duplicate")
+        votes[m.sender] = m.signature
+        if m.block_hash not in self.valid_blocks and len(votes) >= self._quorum(m.height):
+            self._note_ahead(m.sender, m.height)  # decided elsewhere, block unknown: fetch it
+            self._start_fetch()
+
+    def _note_ahead(self, peer: bytes, height: int) -> None:
+        if height > self.committed and height >= self.ahead_height:
+            self.ahead_height = height
+            self.ahead_peer = peer
+
+    def _reply_decided(self, peer: bytes, height: int) -> None:
+        """Help a peer that is behind: send it a certified block it lacks."""
+        if height not in self.recent or (peer, "decided", height) in self.replied:
+            return
+        if len(self.replied) > MAX_REPLIED:
+            self.replied.clear()
+        self.replied.add((peer, "decided", height))
+        block, cert = self.recent[height]
+        self._out.append(Send(peer, Decided(block, cert).encode()))
+
+    # --------------------------------------------------------- header checks
+
+    def _expected_header_fields(self, height: int) -> dict[str, Any]:
+        app_hash, receipts_root = self.results[height - 1]
+        return {
+            "chain_id": self.chain_id, "height": height, "prev_hash": self.last_block_hash,
+            "app_hash": app_hash, "receipts_root": receipts_root,
+            "validators_hash": self.validators_for(height).hash,
+            "next_validators_hash": self.validators_for(height + 1).hash,
+            "history_root": self.history.root, "history_size": height - 1,
+        }
+
+    def _header_problem(self, block: Block) -> str | None:
+        """Why `block` cannot follow our executed chain (None if it can)."""
+        header = block.header
+        for name, expected in self._expected_header_fields(self.committed + 1).items():
+            if getattr(header, name) != expected:
+                return "header-" + name.replace("_", "-")
+        if header.time < self.last_time:
+            return "header-time"
+        if compute_tx_root(block.txs) != header.tx_root:
+            return "tx-root"
+        return None
+
+    def _proposal_problem(self, p: Proposal) -> str | None:
+        """Validity of a proposal's block beyond the header chain (§4.2 'valid request')."""
+        block = p.block
+        problem = self._header_problem(block)
+        if problem is not None:
+            return problem
+        header = block.header
+        mandate = self.mandates.get((p.view, p.height))
+        if mandate is not None:
+            return None if block.hash == mandate else "not-the-mandated-block"
+        if header.view != p.view or header.proposer != p.sender:
+            return "header-view-or-proposer"
+        if len(block.txs) > min(self.config.max_batch_txs, MAX_TXS_PER_BLOCK):
+            return "too-many-txs"
+        seen: set[bytes] = set()
+        for tx in block.txs:
+            tx_hash = tx.hash
+            if tx_hash in seen or tx_hash in self.committed_txs:
+                return "duplicate-tx"
+            seen.add(tx_hash)
+            if tx.chain_id != self.chain_id:
+                return "tx-chain-id"
+            if tx_hash not in self.pending and not self._verify(tx.sender, "tx", tx.signing_payload(), tx.signature):
+                return "tx-signature"
+        return None
+
+    # ------------------------------------------------------------- progress
+
+    def _advance(self) -> None:
+        """Make every step the current slot allows (idempotent)."""
+        for _ in range(10_000):
+            if not self._step():
+                return
+        raise InvariantViolation("replica did not settle")
+
+    def _step(self) -> bool:
+        """One step of progress; True if something changed."""
+        if self.executed < self.committed:
+            return False
+        height = self.committed + 1
+        # catch-up: a certified block for the slot commits directly
+        fetched = self.fetched.pop(height, None)
+        if fetched is not None:
+            block, cert, peer = fetched
+            if self._certified_ok(block, cert):
+                self._commit(block, cert)
+                return True
+            self._drop("bad-fetched-block")
+            return True
+        # validate proposals we hold (§4.2 acceptance conditions)
+        for view, p in list(self.proposals.items()):
+            block_hash = p.block_hash
+            if (view, block_hash) in self.checked:
+                continue
+            problem = self._proposal_problem(p)
+            self.checked[(view, block_hash)] = problem is None
+            if problem is None:
+                self.valid_blocks[block_hash] = p.block
+            else:
+                self._drop("proposal-" + problem)
+            return True
+        # commit: a quorum of COMMITs for a block we hold (§4.2 committed-local)
+        for (view, block_hash), votes in self.commit_votes.items():
+            if len(votes) >= self._quorum(height) and block_hash in self.valid_blocks:
+                cert = make_certificate(height, view, block_hash, votes)
+                self._commit(self.valid_blocks[block_hash], cert)
+                return True
+        if not self.view_active or not self._is_validator(height):
+            return self._maybe_propose()
+        view = self.view
+        p = self.proposals.get(view)
+        if p is not None and self.checked.get((view, p.block_hash)):
+            primary = self._primary(view, height)
+            # §4.2: a backup accepts a pre-prepare and multicasts PREPARE
+            if self.public_key != primary and ("prepare", view, height) not in self.signed:
+                msg = Prepare(self.public_key, view, height, p.block_hash)
+                data = self._sign_once(msg, view, height, p.block_hash)
+                if data is not None:
+                    self._out.append(Broadcast(data))
+                    self.prepares.setdefault((view, p.block_hash), {})[self.public_key] = replace(
+                        msg, signature=Prepare.from_wire(codec.decode(data)).signature)
+                    return True
+            # §4.2 prepared(m, v, n, i): pre-prepare + quorum−1 matching prepares
+            votes = self.prepares.get((view, p.block_hash), {})
+            if len(votes) >= self._quorum(height) - 1 and ("commit", view, height) not in self.signed:
+                cert = PreparedCertificate(p, tuple(sorted(votes.values(), key=lambda m: m.sender)))
+                if self.prepared is None or self.prepared.proposal.view < view:
+                    self.prepared = cert
+                    self._dirty = True  # persisted before the COMMIT leaves (§4.4 needs P after a crash)
+                msg = CommitVote(self.public_key, view, height, p.block_hash)
+                data = self._sign_once(msg, view, height, p.block_hash)
+                if data is not None:
+                    self._out.append(Broadcast(data))
+                    signature = CommitVote.from_wire(codec.decode(data)).signature
+                    self.commit_votes.setdefault((view, p.block_hash), {})[self.public_key] = signature
+                return True
+        return self._maybe_propose()
+
+    def _certified_ok(self, block: Block, cert: CommitCertificate) -> bool:
+        """A certified block for the slot: check the certificate, then our chain.
+
+        Raises InvariantViolation if a valid certificate names a block that does
+        not follow our executed state (we diverged from a quorum).
+        """
+        height = self.committed + 1
+        if block.height != height or cert.block_hash != block.hash or not self._certificate_ok(cert):
+            return False
+        if compute_tx_root(block.txs) != block.header.tx_root:
+            return False  # the header is certified, these transactions are not: bad input
+        problem = self._header_problem(block)
+        if problem is not None:
+            raise InvariantViolation(
+                "certified block %d does not follow our executed chain (%s)" % (height, problem))
+        return True
+
+    def _certificate_ok(self, cert: CommitCertificate) -> bool:
+        """Quorum of valid distinct COMMIT signatures from the height's validators."""
+        vset = self.validators_for(cert.height)
+        payload = commit_vote_payload(cert.height, cert.view, cert.block_hash)
+        signers: set[bytes] = set()
+        for key, signature in cert.signatures:
+            if key in signers or vset.index_of(key) is None:
+                return False
+            if not self._verify(key, "commit", payload, signature):
+                return False
+            signers.add(key)
+        return len(signers) >= self.config.quorum(vset)
+
+    def _commit(self, block: Block, cert: CommitCertificate) -> None:
+        height = block.height
+        if height != self.committed + 1 or cert.block_hash != block.hash:
+            raise InvariantViolation("commit out of order at height %d" % height)
+        self._out.append(Commit(block, cert))
+        self._count("commits")
+        self.committed = height
+        self.last_block_hash = block.hash
+        self.last_time = block.header.time
+        self.history = self.history.append(block.hash)
+        self.last_certificate = cert
+        self.recent[height] = (block, cert)
+        self.recent.pop(height - self.config.pipeline_window - 1, None)
+        for tx in block.txs:
+            tx_hash = tx.hash
+            self.committed_txs.add(tx_hash)
+            self.pending.pop(tx_hash, None)
+        self.prepared = None
+        # Keep guard records for recent heights too: a crash may lose the last
+        # unsynced blocks, and we must not sign those heights differently again.
+        # (Drivers must sync the block store at least every K heights.)
+        horizon = height - 2 * self.config.checkpoint_interval - self.config.pipeline_window
+        for key in [k for k in self.signed if 0 < k[2] <= horizon]:
+            del self.signed[key]
+        self._dirty = True
+        self.failed_views = 0
+        self._reset_slot()
+        self.progress_token = None
+        self._arm_progress()
+        for old in [h for h in self.future if h <= height]:
+            del self.future[old]
+        buffered = self.future.pop(height + 1, [])
+        for peer, data in buffered:
+            self._on_message_bytes(peer, data)
+
+    # ------------------------------------------------------------- proposing
+
+    def _maybe_propose(self) -> bool:
+        """Primary: propose the slot's block once batching allows (§4.2, batching)."""
+        height = self.committed + 1
+        view = self.view
+        if (not self.view_active or self.executed < self.committed
+                or self._primary(view, height) != self.public_key or view in self.proposals
+                or (view, height) in self.mandates):
+            return False
+        record = self.signed.get(("proposal", view, height))
+        if record is not None:  # signed before a restart: never sign another block here
+            p = Proposal.from_wire(codec.decode(record.data))
+            self.proposals[view] = p
+            self.proposal_bytes[view] = record.data
+            self._out.append(Broadcast(record.data))
+            return True
+        txs = [tx for h, tx in self.pending.items() if h not in self.committed_txs][: self.config.max_batch_txs]
+        due = (view, height) in self.batch_due
+        if len(txs) < self.config.max_batch_txs and not (due and (txs or self.config.empty_block_interval_ms)):
+            if txs and (view, height, "batch") not in self.batch_timers:
+                self.batch_timers.add((view, height, "batch"))
+                self._schedule("batch", self.config.batch_timeout_ms, view, height, 0)
+            elif not txs and self.config.empty_block_interval_ms and (view, height, "empty") not in self.batch_timers:
+                self.batch_timers.add((view, height, "empty"))
+                self._schedule("batch", self.config.empty_block_interval_ms, view, height, 0)
+            return False
+        header = Header(
+            self.chain_id, height, view, max(self.now, self.last_time), self.last_block_hash,
+            compute_tx_root(txs), self.results[height - 1][1], self.results[height - 1][0],
+            self.validators_for(height).hash, self.validators_for(height + 1).hash,
+            self.history.root, height - 1, self.public_key,
+        )
+        self._send_proposal(view, Block(header, tuple(txs)))
+        return True
+
+    def _send_proposal(self, view: int, block: Block) -> Proposal | None:
+        msg = Proposal(self.public_key, view, block.height, block)
+        data = self._sign_once(msg, view, block.height, block.hash)
+        if data is None:
+            return None
+        signed = Proposal.from_wire(codec.decode(data))
+        self._out.append(Broadcast(data))
+        self._count("proposals")
+        if block.height == self.committed + 1:
+            self._note_signed(self.public_key, "proposal", view, block.height, block.hash, data)
+            self.proposals.setdefault(view, signed)
+            self.proposal_bytes.setdefault(view, data)
+        return signed
+
+    # ---------------------------------------------------------- transactions
+
+    def _on_transactions(self, txs: Iterable[Tx]) -> None:
+        for tx in txs:
+            tx_hash = tx.hash
+            if tx_hash in self.committed_txs or tx_hash in self.pending:
+                continue
+            if len(self.pending) >= self.config.max_pending_txs:
+                self._drop("pending-full")
+                continue
+            self.pending[tx_hash] = tx
+        self._arm_progress()
+        self._advance()
+
+    # -------------------------------------------------------------- timeouts
+
+    def _waiting(self) -> bool:
+        return bool(self.pending) or bool(self.proposals)
+
+    def _arm_progress(self) -> None:
+        """Start the view-change timer when work is pending (§4.4)."""
+        if self.progress_token is not None or not self._waiting():
+            return
+        self.progress_token = self._next_token()
+        delay = self.config.view_timeout_ms(self.failed_views) // 2
+        self._schedule("progress", delay, self.view, self.committed + 1, self.progress_token)
+
+    def _arm_view_change_timer(self) -> None:
+        self.view_change_token = self._next_token()
+        self.commits_at_view_change = self.counters.get("commits", 0)
+        delay = self.config.view_timeout_ms(max(0, self.failed_views - 1))
+        self._schedule("view-change", delay, self.view, self.committed + 1, self.view_change_token)
+
+    def _on_timeout(self, t: TimeoutFired) -> None:
+        if t.kind == "batch":
+            if t.view == self.view and t.height == self.committed + 1:
+                self.batch_due.add((t.view, t.height))
+                self._advance()
+        elif t.kind == "progress":
+            if t.token != self.progress_token:
+                return
+            self.progress_token = None
+            if not self._waiting():
+                return
+            if self.ahead_height > self.committed and not self.fetch_in_flight:
+                self._start_fetch()
+            elif not self.retransmitted and self.view_active:
+                self.retransmitted = True
+                self._retransmit()
+            elif self.view_active and self._is_validator(self.committed + 1):
+                self._count("progress_timeouts")
+                self._start_view_change(self.view + 1)
+                return
+            self._arm_progress()
+        elif t.kind == "view-change":
+            if t.token != self.view_change_token or self.view_active:
+                return
+            others = {s for w, vcs in self.view_changes.items() if w >= self.view for s in vcs}
+            others.discard(self.public_key)
+            made_progress = self.counters.get("commits", 0) > self.commits_at_view_change
+            if made_progress or len(others) < self.validators_for(self.committed + 1).max_faulty + 1:
+                record = self.signed.get(("view-change", self.view, 0))
+                if record is not None:
+                    self._out.append(Broadcast(record.data))  # retransmit; do not run ahead alone
+                self._arm_view_change_timer()
+            else:
+                self._start_view_change(self.view + 1)
+        elif t.kind == "fetch":
+            if t.token == self.token_fetch:
+                self.fetch_in_flight = False
+                if self.ahead_height > self.committed:
+                    self._start_fetch()
+
+    def _retransmit(self) -> None:
+        """Resend what we signed for the slot (lost messages), or our last commit."""
+        height = self.committed + 1
+        sent = False
+        for (kind, view, h), record in sorted(self.signed.items()):
+            if h == height and view == self.view and kind in ("proposal", "prepare", "commit"):
+                self._out.append(Broadcast(record.data))
+                sent = True
+        if not sent and self.committed in self.recent:
+            # peers ahead of us answer an old-height message with a Decided block
+            block, cert = self.recent[self.committed]
+            for key, signature in cert.signatures:
+                if key == self.public_key:
+                    vote = CommitVote(key, cert.view, cert.height, cert.block_hash, signature)
+                    self._out.append(Broadcast(vote.encode()))
+
+    # ----------------------------------------------------------- view change
+
+    def _start_view_change(self, new_view: int) -> None:
+        """§4.4: stop accepting messages of the old view; multicast VIEW-CHANGE."""
+        if new_view < self.view or (new_view == self.view and self.view_active is False
+                                    and ("view-change", new_view, 0) in self.signed):
+            return
+        if not self._is_validator(self.committed + 1):
+            return  # observers follow NEW-VIEWs and certificates; they never vote
+        for key in [k for k in self.signed if k[0] in ("view-change", "new-view") and k[1] < new_view]:
+            del self.signed[key]
+        for w in [w for w in self.view_changes if w < new_view]:
+            del self.view_changes[w]
+        self.view = new_view
+        self.view_active = False
+        self._dirty = True
+        self.failed_views += 1
+        self._count("view_changes_started")
+        self.progress_token = None
+        height = self.committed + 1
+        if self._is_validator(height):
+            prepared = self.prepared if self.prepared is not None and self.prepared.proposal.height == height else None
+            vc = ViewChange(self.public_key, new_view, self.committed,
+                            self.last_certificate if self.committed > 0 else None, prepared)
+            data = self._sign_once(vc, new_view, 0, sha256(vc.payload()))
+            if data is not None:
+                self._out.append(Broadcast(data))
+                signed = ViewChange.from_wire(codec.decode(data))
+                self.view_changes.setdefault(new_view, {})[self.public_key] = (signed, data)
+                self.valid_view_changes.add(sha256(data))
+        self._arm_view_change_timer()
+        self._maybe_send_new_view(new_view)
+
+    def _view_change_problem(self, vc: ViewChange) -> str | None:
+        """Check the C and P parts of a VIEW-CHANGE (§4.4)."""
+        if vc.certificate is not None and not self._certificate_ok(vc.certificate):
+            return "bad-certificate"
+        prepared = vc.prepared
+        if prepared is not None:
+            p = prepared.proposal
+            if p.view >= vc.new_view:
+                return "prepared-view-too-high"
+            if p.sender != self._primary(p.view, p.height) or not p.verify_signature(self.chain_id, self._verifier):
+                return "bad-prepared-proposal"
+            signers: set[bytes] = set()
+            vset = self.validators_for(p.height)
+            for m in prepared.prepares:
+                if (m.view, m.height, m.block_hash) != (p.view, p.height, p.block_hash):
+                    return "mismatched-prepare"
+                if m.sender in signers or m.sender == p.sender or vset.index_of(m.sender) is None:
+                    return "bad-prepare-signer"
+                if not m.verify_signature(self.chain_id, self._verifier):
+                    return "bad-prepare-signature"
+                signers.add(m.sender)
+            if len(signers) < self.config.quorum(vset) - 1:
+                return "prepared-without-quorum"
+        return None
+
+    def _validate_view_change(self, vc: ViewChange, data: bytes) -> None:
+        digest = sha256(data)
+        if digest in self.valid_view_changes:
+            return
+        self._check_signed(vc, self.committed + 1)
+        problem = self._view_change_problem(vc)
+        if problem is not None:
+            raise MessageError("view-change-" + problem)
+        if len(self.valid_view_changes) > 100_000:
+            self.valid_view_changes.clear()
+        self.valid_view_changes.add(digest)
+
+    def _on_view_change(self, peer: bytes, vc: ViewChange, data: bytes) -> None:
+        self._validate_view_change(vc, data)
+        if not self._note_signed(vc.sender, "view-change", vc.new_view, 0, sha256(data), data):
+            raise MessageError("conflicting-view-change")
+        if vc.committed_height < self.committed:
+            self._reply_decided(vc.sender, vc.committed_height + 1)
+        if vc.certificate is not None and vc.committed_height > self.committed:
+            self._note_ahead(vc.sender, vc.committed_height)
+            if not self.fetch_in_flight:
+                self._start_fetch()
+        if vc.new_view < self.view or (vc.new_view == self.view and self.view_active):
+            # the sender is behind in views: show it how we got here
+            if self.last_new_view is not None and (vc.sender, "new-view", self.view) not in self.replied:
+                self.replied.add((vc.sender, "new-view", self.view))
+                self._out.append(Send(vc.sender, self.last_new_view))
+            raise MessageError("old-view")
+        self.view_changes.setdefault(vc.new_view, {})[vc.sender] = (vc, data)
+        # §4.5.2: f+1 view changes for higher views ⇒ join the smallest of them
+        higher = {}
+        for w, vcs in self.view_changes.items():
+            if w > self.view:
+                for sender in vcs:
+                    if sender != self.public_key:
+                        higher[sender] = min(higher.get(sender, w), w)
+        if len(higher) >= self.validators_for(self.committed + 1).max_faulty + 1:
+            target = sorted(higher.values())[0]
+            self._start_view_change(target)
+        self._maybe_send_new_view(vc.new_view)
+
+    def _maybe_send_new_view(self, view: int) -> None:
+        """§4.4: the primary of v+1 sends NEW-VIEW once it holds a quorum of VIEW-CHANGEs."""
+        if view != self.view or self.view_active or view in self.new_view_sent:
+            return
+        height = self.committed + 1
+        if self._primary(view, height) != self.public_key:
+            return
+        vcs = self.view_changes.get(view, {})
+        quorum = self._quorum(height)
+        if len(vcs) < quorum or self.public_key not in vcs:
+            return
+        chosen = [vcs[self.public_key][0]] + [vc for s, (vc, _) in sorted(vcs.items()) if s != self.public_key]
+        chosen = chosen[:quorum]
+        target_height, mandated = _new_view_decision(chosen)
+        proposal = None
+        if mandated is not None:
+            proposal = self._send_proposal_for_new_view(view, mandated.block)
+            if proposal is None:
+                return
+        nv = NewView(self.public_key, view, tuple(chosen), proposal)
+        data = self._sign_once(nv, view, 0, sha256(nv.payload()))
+        if data is None:
+            return
+        self.new_view_sent.add(view)
+        self._out.append(Broadcast(data))
+        self._install_new_view(NewView.from_wire(codec.decode(data)), data, target_height, mandated)
+
+    def _send_proposal_for_new_view(self, view: int, block: Block) -> Proposal | None:
+        msg = Proposal(self.public_key, view, block.height, block)
+        data = self._sign_once(msg, view, block.height, block.hash)
+        if data is None:
+            return None
+        return Proposal.from_wire(codec.decode(data))
+
+    def _on_new_view(self, nv: NewView, data: bytes) -> None:
+        # §4.4: a replica accepts NEW-VIEW only after re-checking V and O itself
+        if nv.view < self.view or (nv.view == self.view and self.view_active):
+            raise MessageError("old-view")
+        height = self.committed + 1
+        if nv.sender != self._primary(nv.view, height):
+            raise MessageError("new-view-not-from-primary")
+        self._check_signed(nv, height)
+        signers: set[bytes] = set()
+        for vc in nv.view_changes:
+            if vc.new_view != nv.view or vc.sender in signers:
+                raise MessageError("new-view-bad-view-changes")
+            self._validate_view_change(vc, vc.encode())
+            signers.add(vc.sender)
+        if len(signers) < self._quorum(height):
+            raise MessageError("new-view-without-quorum")
+        target_height, mandated = _new_view_decision(list(nv.view_changes))
+        p = nv.proposal
+        if mandated is not None:
+            if p is None or p.block_hash != mandated.block_hash:
+                raise MessageError("new-view-wrong-reproposal")
+        if p is not None:
+            if p.sender != nv.sender or p.view != nv.view or p.height != target_height:
+                raise MessageError("new-view-bad-proposal")
+            if not p.verify_signature(self.chain_id, self._verifier):
+                raise MessageError("bad-signature")
+        self._install_new_view(nv, data, target_height, mandated)
+
+    def _install_new_view(self, nv: NewView, data: bytes, target_height: int,
+                          mandated: Proposal | None) -> None:
+        self.view = nv.view
+        self.view_active = True
+        self._dirty = True
+        self.last_new_view = data
+        self.view_change_token = None
+        self._count("new_views")
+        for w in [w for w in self.view_changes if w <= nv.view]:
+            del self.view_changes[w]
+        if mandated is not None:
+            self.mandates[(nv.view, target_height)] = mandated.block_hash
+            self.checked = {k: v for k, v in self.checked.items() if k[0] != nv.view}
+        p = nv.proposal
+        if p is not None:
+            if p.height == self.committed + 1:
+                self._note_signed(p.sender, "proposal", p.view, p.height, p.block_hash, p.encode())
+                self.proposals.setdefault(p.view, p)
+            elif p.height > self.committed + 1:
+                self.future.setdefault(p.height, []).append((nv.sender, p.encode()))
+        max_committed = target_height - 1
+        if max_committed > self.committed:
+            best = max(nv.view_changes, key=lambda vc: vc.committed_height)
+            self._note_ahead(best.sender, max_committed)
+            self._start_fetch()
+        self.progress_token = None
+        self._arm_progress()
+        self._advance()
+
+    # ------------------------------------------------------------ checkpoints
+
+    def _on_block_executed(self, e: BlockExecuted) -> None:
+        if e.height <= self.executed:
+            if e.height in self.results and self.results[e.height] != (e.app_hash, e.receipts_root):
+                raise InvariantViolation("block %d executed twice with different results" % e.height)
+            return
+        if e.height != self.executed + 1 or e.height > self.committed:
+            raise InputError("BlockExecuted(%d) but executed=%d committed=%d"
+                             % (e.height, self.executed, self.committed))
+        self.executed = e.height
+        self.results[e.height] = (e.app_hash, e.receipts_root)
+        self.results.pop(e.height - self.config.pipeline_window - 2, None)
+        if e.validator_update is not None:
+            k = self.config.checkpoint_interval
+            boundary = -(-(e.height + 1) // k) * k
+            self._schedule_set(boundary + 1, e.validator_update)
+        if e.height % self.config.checkpoint_interval == 0:
+            digest = checkpoint_digest(e.height, self.last_block_hash if e.height == self.committed
+                                       else self.recent[e.height][0].hash, e.app_hash)
+            self.own_checkpoints[e.height] = digest
+            if self._is_validator(e.height):
+                msg = Checkpoint(self.public_key, e.height, digest)
+                data = self._sign_once(msg, 0, e.height, digest)
+                if data is not None:
+                    self._out.append(Broadcast(data))
+                    self.checkpoints.setdefault(e.height, {})[self.public_key] = digest
+            self._check_stable(e.height)
+        self._advance()
+
+    def _on_checkpoint(self, c: Checkpoint, data: bytes) -> None:
+        if c.height <= self.stable_checkpoint:
+            raise MessageError("old-checkpoint")
+        if c.height > self.committed + 4 * self.config.checkpoint_interval + self.config.pipeline_window:
+            raise MessageError("beyond-window")
+        if c.height % self.config.checkpoint_interval:
+            raise MessageError("not-a-checkpoint-height")
+        self._check_signed(c, min(c.height, self.executed + 1))
+        if not self._note_signed(c.sender, "checkpoint", 0, c.height, c.digest, data):
+            raise MessageError("conflicting-checkpoint")
+        self.checkpoints.setdefault(c.height, {})[c.sender] = c.digest
+        if c.height > self.committed:
+            self._note_ahead(c.sender, c.height)
+        self._check_stable(c.height)
+
+    def _check_stable(self, height: int) -> None:
+        """§4.3: a checkpoint with a quorum of matching digests becomes stable."""
+        votes = self.checkpoints.get(height, {})
+        counts: dict[bytes, int] = {}
+        for digest in votes.values():
+            counts[digest] = counts.get(digest, 0) + 1
+        for digest, count in counts.items():
+            if count < self._quorum(height):
+                continue
+            own = self.own_checkpoints.get(height)
+            if own is None:
+                if height > self.committed and not self.fetch_in_flight:
+                    self._start_fetch()
+                return
+            if own != digest:
+                raise InvariantViolation("stable checkpoint %d has digest %s, ours is %s"
+                                         % (height, digest.hex()[:16], own.hex()[:16]))
+            if height > self.stable_checkpoint:
+                self._make_stable(height)
+            return
+
+    def _make_stable(self, height: int) -> None:
+        """Garbage-collect everything at or below a stable checkpoint."""
+        self.stable_checkpoint = height
+        self._count("stable_checkpoints")
+        for h in [h for h in self.checkpoints if h < height]:
+            del self.checkpoints[h]
+        for h in [h for h in self.own_checkpoints if h < height]:
+            del self.own_checkpoints[h]
+        self.first_seen = {k: v for k, v in self.first_seen.items() if k[3] > height or k[3] == 0}
+        self.evidence_keys = {k for k in self.evidence_keys if k[3] > height or k[3] == 0}
+
+    # -------------------------------------------------------------- catch-up
+
+    def _start_fetch(self) -> None:
+        if self.fetch_in_flight or self.ahead_peer is None or self.ahead_height <= self.committed:
+            return
+        self.fetch_in_flight = True
+        self._count("fetches")
+        top = min(self.ahead_height, self.committed + MAX_FETCHED)
+        self._out.append(FetchBlocks(self.ahead_peer, self.committed + 1, top))
+        self.token_fetch = self._next_token()
+        self._schedule("fetch", self.config.fetch_timeout_ms, self.view, self.committed + 1, self.token_fetch)
+
+    def _on_decided(self, peer: bytes, d: Decided) -> None:
+        height = d.block.height
+        if height <= self.committed:
+            raise MessageError("old-height")
+        if height > self.committed + MAX_FETCHED:
+            raise MessageError("beyond-window")
+        self.fetched[height] = (d.block, d.certificate, peer)
+        if height > self.committed + 1:
+            self._note_ahead(peer, height)
+            self._start_fetch()
+        self._advance()
+
+    def _on_blocks_fetched(self, f: BlocksFetched) -> None:
+        self.fetch_in_flight = False
+        for block, cert in f.blocks:
+            if self.committed < block.height <= self.committed + MAX_FETCHED and cert.height == block.height:
+                self.fetched[block.height] = (block, cert, f.peer)
+            else:
+                self._drop("fetched-out-of-range")
+        self._advance()
+        if self.ahead_height > self.committed and (self.committed + 1) not in self.fetched:
+            self._start_fetch()
+
+
+def _new_view_decision(view_changes: list[ViewChange]) -> tuple[int, Proposal | None]:
+    """§4.4 (computing O): the height after the highest certified one, and the
+    highest-view prepared proposal for it, which the new primary must re-propose."""
+    max_committed = max(vc.committed_height for vc in view_changes)
+    target = max_committed + 1
+    best: Proposal | None = None
+    for vc in view_changes:
+        prepared = vc.prepared
+        if prepared is not None and prepared.proposal.height == target:
+            if best is None or prepared.proposal.view > best.view:
+                best = prepared.proposal
+    return target, best

@@ -1,0 +1,729 @@
+"""Program contracts: a value-based payment agreement registered on the ledger, signed
+by every party, then settled from ledger-recorded inputs.
+
+Why: a shared-savings or bundled-payment contract is only as trustworthy as the record
+of what was agreed (rates, limits, who gets which share) and of which numbers the
+settlement used. Registering the parameters, collecting each participant's signature
+and keeping every intermediate of every settlement on the ledger lets any party — or a
+regulator — recompute a payment and see which ledger records fed it.
+
+Rules this module enforces:
+
+* A program is registered by a payer (its organisation becomes the payer party) with
+  a type (`mssp`, `bpci_advanced`, `capitation`), a performance year, type-specific
+  parameters, and participants with allocation shares in basis points that are
+  positive and sum to exactly 10,000. It is `proposed` until every participant
+  organisation has sent `program_sign`; then it is `active`. Only active programs
+  settle.
+* MSSP settlements run `contracts.payments.mssp.settle` (42 CFR 425 subpart G) on
+  explicit inputs, each carrying a reference `{key, hash}` to the ledger record it
+  came from; the reference must name an existing record whose SHA-256 is `hash`.
+* One settlement per program / year / stage: an interim (estimated) settlement may
+  precede the final one; the final one then stores the `mssp.true_up` against it and
+  the amount due is the difference (METHODS.md §1.6 "Reconciliation of estimated vs
+  actual"). An interim after the final is refused.
+* Disbursement splits the amount due among participants by their shares with the
+  largest-remainder method (integer cents, ties to the lower org id), once per
+  settlement. Positive = the payer pays the participants; negative = they repay.
+
+State layout (values canonical msgpack; `key()` parts):
+
+- `payment_program/<id>` → {"id", "type", "payer_org", "performance_year", "params",
+  "participants": [[org, bps], …] sorted by org, "signed": sorted orgs,
+  "status": proposed|active, "registered_height", "activated_height"}
+- `payment_program/<id>/settlements` — authenticated list of settlement ids of the program.
+- `settlement/<settlement id>` → {"id", "kind", "program_id", "period", "stage",
+  "payer_org", "parties", "amount_due_cents", "inputs", "references", "result",
+  "estimate", "height", "time_ms"}; settlement ids are `<program>/<kind>/<period>/<stage>`.
+- `disbursement/<settlement id>` → {"settlement_id", "amount_cents", "allocations":
+  [[org, cents], …], "height"}; also used for dispute adjustments
+  (`disbursement/<settlement id>/adjustment/<dispute id>`).
+
+Tx types (body fields; roles):
+
+- `program_register` {program_id, type, performance_year, params, participants:
+  [[org, bps], …]} — payer.
+- `program_sign` {program_id} — provider (a participant organisation's key).
+- `settlement_submit` {program_id, stage: interim|final, benchmark_cents, benchmark_ref,
+  expenditures_cents, expenditures_ref, assigned_beneficiaries, assigned_ref,
+  quality: {score_bps, met_standard, met_alternative_standard?}, quality_ref,
+  participant_revenue_cents?, revenue_ref?, small_population_msr_bps?,
+  disaster?: {affected_months, affected_share_bps} | {reduction_cents},
+  eligible_for_below_msr_savings?} — payer (the program's payer org).
+- `settlement_disburse` {settlement_id} — payer (the settlement's payer org).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import fields, replace
+from fractions import Fraction
+from typing import Any, Callable, Sequence
+
+from ledger.hashing import sha256
+from ledger.types import Tx
+
+from contracts import accounts
+from contracts.engine import REGISTRY, BlockContext
+from contracts.payments import mssp
+from contracts.payments.errors import (
+    AlreadySettledError,
+    AmountOutOfRangeError,
+    InvalidInputError,
+    InvalidParameterError,
+    InvalidSharesError,
+    NotAPartyError,
+    ProgramStateError,
+    StaleReferenceError,
+    UnknownProgramError,
+)
+from contracts.state import StateView, key
+
+BPS = 10_000
+"""Basis points in one whole: shares and rates are integers out of this."""
+
+MAX_CENTS = mssp.MAX_CENTS
+ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+MAX_PARTICIPANTS = 500
+MAX_REF_KEY = 1024
+PROGRAM_TYPES = ("bpci_advanced", "capitation", "mssp")
+PROPOSED, ACTIVE = "proposed", "active"
+
+# ------------------------------------------------------------------ body readers
+# Each reader returns a checked value or raises InvalidInputError naming the field.
+
+
+def read_id(body: dict[str, Any], name: str) -> str:
+    """An identifier: lower-case letters, digits, '.', '_' or '-', at most 64."""
+    value = body.get(name)
+    if not isinstance(value, str) or ID_PATTERN.fullmatch(value) is None:
+        raise InvalidInputError("%s must match %s" % (name, ID_PATTERN.pattern))
+    return value
+
+
+def read_text(body: dict[str, Any], name: str, max_length: int = 200) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not 0 < len(value) <= max_length:
+        raise InvalidInputError("%s must be a string of 1..%d characters" % (name, max_length))
+    return value
+
+
+def read_int(body: dict[str, Any], name: str, low: int = 0, high: int = MAX_CENTS) -> int:
+    value = body.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidInputError("%s must be an integer in [%d, %d]" % (name, low, high))
+    return value
+
+
+def read_cents(body: dict[str, Any], name: str) -> int:
+    """Non-negative integer cents below 2**63. Raises InvalidInputError (negative, not an
+    int) or AmountOutOfRangeError (too large)."""
+    value = body.get(name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError("%s must be integer cents" % name)
+    if value < 0:
+        raise InvalidInputError("%s must not be negative, got %d" % (name, value))
+    if value > MAX_CENTS:
+        raise AmountOutOfRangeError("%s exceeds 2**63 − 1 cents" % name)
+    return value
+
+
+def read_bps(body: dict[str, Any], name: str, high: int = BPS) -> int:
+    """A rate in basis points, 0..`high`."""
+    return read_int(body, name, 0, high)
+
+
+def read_bool(body: dict[str, Any], name: str, default: bool | None = None) -> bool:
+    value = body.get(name, default)
+    if not isinstance(value, bool):
+        raise InvalidInputError("%s must be true or false" % name)
+    return value
+
+
+def read_hash(value: Any, name: str) -> bytes:
+    """A 32-byte commitment (an evidence hash, a record hash)."""
+    if not isinstance(value, bytes) or len(value) != 32:
+        raise InvalidInputError("%s must be a 32-byte hash" % name)
+    return value
+
+
+def read_choice(body: dict[str, Any], name: str, choices: Sequence[str]) -> str:
+    value = body.get(name)
+    if value not in choices:
+        raise InvalidInputError("%s must be one of %s" % (name, ", ".join(choices)))
+    return value
+
+
+def read_reference(state: StateView, body: dict[str, Any], name: str) -> dict[str, Any]:
+    """`{key: str, hash: 32 bytes}` naming the ledger record an input came from.
+
+    The record must exist and hash (SHA-256 of its stored bytes) to `hash`, so the
+    settlement commits to the exact version of the record it used.
+    Raises InvalidInputError (malformed) or StaleReferenceError (missing / changed).
+    """
+    ref = body.get(name)
+    if not isinstance(ref, dict) or sorted(ref) != ["hash", "key"]:
+        raise InvalidInputError("%s must be {key, hash}" % name)
+    record_key = ref["key"]
+    if not isinstance(record_key, str) or not 0 < len(record_key) <= MAX_REF_KEY:
+        raise InvalidInputError("%s.key must be a state key string" % name)
+    digest = read_hash(ref["hash"], name + ".hash")
+    stored = state.get_bytes(record_key.encode())
+    if stored is None:
+        raise StaleReferenceError("%s names no ledger record: %s" % (name, record_key))
+    if sha256(stored) != digest:
+        raise StaleReferenceError("%s: record %s has changed since it was referenced" % (name, record_key))
+    return {"key": record_key, "hash": digest}
+
+
+def record_reference(state: StateView, record_key: bytes) -> dict[str, Any]:
+    """The `{key, hash}` reference of an existing record (for clients and tests)."""
+    stored = state.get_bytes(record_key)
+    if stored is None:
+        raise StaleReferenceError("no record at %r" % record_key)
+    return {"key": record_key.decode(), "hash": sha256(stored)}
+
+
+# ------------------------------------------------------------------ wire forms
+
+
+def to_wire(value: Any) -> Any:
+    """A settlement intermediate as a canonical value: Fraction → [num, den],
+    enum → its value (or name when the value is not a string), dataclass → map."""
+    if isinstance(value, enum.Enum):
+        return value.value if isinstance(value.value, str) else value.name.lower()
+    if isinstance(value, Fraction):
+        return [value.numerator, value.denominator]
+    if isinstance(value, (list, tuple)):
+        return [to_wire(item) for item in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: to_wire(getattr(value, f.name)) for f in fields(value)}
+    return value
+
+
+def bps_fraction(bps: int | None) -> Fraction | None:
+    return None if bps is None else Fraction(bps, BPS)
+
+
+def fraction_bps(rate: Fraction | None) -> int | None:
+    """A rate as whole basis points. Raises InvalidParameterError if it is not whole."""
+    if rate is None:
+        return None
+    scaled = rate * BPS
+    if scaled.denominator != 1:
+        raise InvalidParameterError("rate %s is not a whole number of basis points" % rate)
+    return scaled.numerator
+
+
+def round_half_away_from_zero(amount: Fraction) -> int:
+    """One rounding rule for every payable amount (METHODS.md conventions table)."""
+    return mssp.round_half_away_from_zero(amount)
+
+
+# ------------------------------------------------------------------ shares
+
+
+def check_shares(raw: Any) -> list[list[Any]]:
+    """Participants `[[org, bps], …]`: distinct ids, each share 1..10,000, Σ = 10,000.
+
+    Returned sorted by org id. Raises InvalidSharesError.
+    """
+    if not isinstance(raw, list) or not 0 < len(raw) <= MAX_PARTICIPANTS:
+        raise InvalidSharesError("participants must be a non-empty list of [org, bps]")
+    seen: dict[str, int] = {}
+    for entry in raw:
+        if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+            raise InvalidSharesError("each participant is [org id, share in basis points]")
+        org, share = entry
+        if not isinstance(org, str) or ID_PATTERN.fullmatch(org) is None:
+            raise InvalidSharesError("participant org id %r is not an identifier" % (org,))
+        if isinstance(share, bool) or not isinstance(share, int) or not 0 < share <= BPS:
+            raise InvalidSharesError("share of %s must be 1..10,000 basis points" % org)
+        if org in seen:
+            raise InvalidSharesError("participant %s listed twice" % org)
+        seen[org] = share
+    total = sum(seen.values())
+    if total != BPS:
+        raise InvalidSharesError("shares sum to %d basis points, not 10,000" % total)
+    return [[org, seen[org]] for org in sorted(seen)]
+
+
+def split_by_shares(amount_cents: int, shares: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Split integer cents by basis-point shares, exactly, by largest remainder.
+
+    Each org first gets ⌊|amount| × bps / 10,000⌋; the cents left over (fewer than the
+    number of orgs) go one each to the largest remainders, ties to the lower org id.
+    The sign of `amount_cents` is applied afterwards, so a repayment splits the same
+    way as a payment. Σ of the result = `amount_cents`. Raises InvalidSharesError.
+    """
+    checked = check_shares([list(s) for s in shares])
+    magnitude = abs(amount_cents)
+    sign = -1 if amount_cents < 0 else 1
+    floors: dict[str, int] = {}
+    remainders: list[tuple[int, str]] = []
+    for org, bps in checked:
+        quotient, remainder = divmod(magnitude * bps, BPS)
+        floors[org] = quotient
+        remainders.append((-remainder, org))
+    left = magnitude - sum(floors.values())
+    for _, org in sorted(remainders)[:left]:
+        floors[org] += 1
+    return [[org, sign * floors[org]] for org in sorted(floors)]
+
+
+# ------------------------------------------------------------------ programs
+
+
+def program_key(program_id: str) -> bytes:
+    return key("payment_program", program_id)
+
+
+def settlements_list_key(program_id: str) -> bytes:
+    return key("payment_program", program_id, "settlements")
+
+
+def settlement_key(settlement_id: str) -> bytes:
+    return key("settlement", settlement_id)
+
+
+def disbursement_key(settlement_id: str, *suffix: str) -> bytes:
+    return key("disbursement", settlement_id, *suffix)
+
+
+def make_settlement_id(program_id: str, kind: str, period: str | int, stage: str) -> str:
+    return "%s/%s/%s/%s" % (program_id, kind, period, stage)
+
+
+ParamChecker = Callable[[Any, int], dict[str, Any]]
+PARAM_CHECKERS: dict[str, ParamChecker] = {}
+"""Program type → function(raw params, performance year) → normalised params; raises
+InvalidParameterError. `bundles` and `capitation` add theirs when imported."""
+
+
+def register_program_type(name: str, checker: ParamChecker) -> None:
+    if name not in PROGRAM_TYPES or name in PARAM_CHECKERS:
+        raise ValueError("program type %r unknown or registered twice" % name)
+    PARAM_CHECKERS[name] = checker
+
+
+def sender_org(state: StateView, tx: Tx) -> str:
+    """The organisation of the sending key (the engine has checked it is active)."""
+    account = accounts.require_active(state, tx.sender)
+    return account["org"]
+
+
+def get_program(state: StateView, program_id: str) -> dict[str, Any]:
+    """The program record. Raises UnknownProgramError."""
+    program = state.get(program_key(program_id))
+    if program is None:
+        raise UnknownProgramError("no program %s" % program_id)
+    return program
+
+
+def require_active_program(state: StateView, program_id: str, program_type: str) -> dict[str, Any]:
+    """An active program of `program_type`.
+
+    Raises UnknownProgramError (missing or other type) or ProgramStateError (not all
+    participants have signed).
+    """
+    program = get_program(state, program_id)
+    if program["type"] != program_type:
+        raise UnknownProgramError("program %s is %s, not %s" % (program_id, program["type"], program_type))
+    if program["status"] != ACTIVE:
+        raise ProgramStateError("program %s is not active: awaiting signatures" % program_id)
+    return program
+
+
+def require_payer(state: StateView, tx: Tx, program: dict[str, Any]) -> str:
+    """The sender's org, which must be the program's payer. Raises NotAPartyError."""
+    org = sender_org(state, tx)
+    if org != program["payer_org"]:
+        raise NotAPartyError("%s is not the payer of program %s" % (org, program["id"]))
+    return org
+
+
+def require_participant(state: StateView, tx: Tx, program: dict[str, Any]) -> str:
+    """The sender's org, which must be a participant. Raises NotAPartyError."""
+    org = sender_org(state, tx)
+    if org not in [p[0] for p in program["participants"]]:
+        raise NotAPartyError("%s is not a participant of program %s" % (org, program["id"]))
+    return org
+
+
+def parties(program: dict[str, Any]) -> list[str]:
+    """Every organisation bound by the program: its payer and its participants."""
+    return sorted({program["payer_org"], *[p[0] for p in program["participants"]]})
+
+
+@REGISTRY.register("program_register", roles={"payer"})
+def handle_program_register(state: StateView, tx: Tx, ctx: BlockContext) -> None:
+    """Register a program contract proposed by the sending payer.
+
+    Raises InvalidInputError (bad id, type or year), InvalidParameterError (bad
+    parameters for the type), InvalidSharesError (shares), UnknownProgramError (a
+    participant org not on the ledger), ProgramStateError (id taken, or the payer lists
+    itself as a participant).
+    """
+    body = tx.body
+    program_id = read_id(body, "program_id")
+    program_type = read_choice(body, "type", PROGRAM_TYPES)
+    year = read_int(body, "performance_year", 2012, 2200)
+    participants = check_shares(body.get("participants"))
+    checker = PARAM_CHECKERS.get(program_type)
+    if checker is None:
+        raise InvalidParameterError("program type %s is not available" % program_type)
+    params = checker(body.get("params"), year)
+    payer_org = sender_org(state, tx)
+    if state.exists(program_key(program_id)):
+        raise ProgramStateError("program %s already exists" % program_id)
+    for org, _ in participants:
+        if org == payer_org:
+            raise ProgramStateError("the payer cannot also be a participant")
+        if not state.exists(key("org", org)):
+            raise UnknownProgramError("participant organisation %s is not on the ledger" % org)
+    state.put(program_key(program_id), {
+        "id": program_id,
+        "type": program_type,
+        "payer_org": payer_org,
+        "performance_year": year,
+        "params": params,
+        "participants": participants,
+        "signed": [],
+        "status": PROPOSED,
+        "registered_height": ctx.height,
+        "activated_height": None,
+    })
+    state.emit("program_registered", program_id=program_id, type=program_type, payer_org=payer_org)
+
+
+@REGISTRY.register("program_sign", roles={"provider"})
+def handle_program_sign(state: StateView, tx: Tx, ctx: BlockContext) -> None:
+    """A participant organisation accepts the program; the last signature activates it.
+
+    Signatures are kept as a sorted set, so the order in which participants sign does
+    not change the record. Raises UnknownProgramError, NotAPartyError (not a
+    participant), ProgramStateError (this org already signed).
+    """
+    program_id = read_id(tx.body, "program_id")
+    program = get_program(state, program_id)
+    org = require_participant(state, tx, program)
+    if org in program["signed"]:
+        raise ProgramStateError("%s already signed program %s" % (org, program_id))
+    signed = sorted([*program["signed"], org])
+    updated = dict(program, signed=signed)
+    if len(signed) == len(program["participants"]):
+        updated.update(status=ACTIVE, activated_height=ctx.height)
+    state.put(program_key(program_id), updated)
+    state.emit("program_signed", program_id=program_id, org=org, status=updated["status"])
+
+
+# ------------------------------------------------------------------ MSSP parameters
+
+_MSR_OPTIONS_BY_BPS = {0: mssp.MsrOption.ZERO, 50: mssp.MsrOption.HALF_PERCENT,
+                       100: mssp.MsrOption.ONE_PERCENT, 150: mssp.MsrOption.ONE_AND_HALF_PERCENT,
+                       200: mssp.MsrOption.TWO_PERCENT}
+_RATE_OVERRIDES = (
+    ("max_sharing_rate_bps", "max_sharing_rate"),
+    ("performance_payment_limit_bps", "performance_payment_limit"),
+    ("loss_rate_flat_bps", "loss_rate_flat"),
+    ("loss_rate_floor_bps", "loss_rate_floor"),
+    ("loss_rate_cap_bps", "loss_rate_cap"),
+    ("loss_limit_benchmark_bps", "loss_limit_benchmark_share"),
+    ("loss_limit_revenue_bps", "loss_limit_revenue_share"),
+)
+_MSSP_PARAM_FIELDS = frozenset({
+    "track", "msr_option_bps", "track_participation_year", "revenue_based_loss_limit",
+    "sequestration_bps", "cap_order", "quality_rule", "below_msr_half_sharing",
+    *[name for name, _ in _RATE_OVERRIDES],
+})
+
+
+def _optional_bps(raw: dict[str, Any], name: str) -> int | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= BPS:
+        raise InvalidParameterError("%s must be 0..10,000 basis points or null" % name)
+    return value
+
+
+def build_mssp_parameters(raw: Any, performance_year: int) -> mssp.MsspParameters:
+    """MSSP parameters from a registration body: the track's rules for the year
+    (`mssp.program_parameters`, METHODS.md §1.1.3), then any explicit overrides.
+
+    `sequestration_bps` defaults to 200 (2 %) and is [verify] per performance year
+    (CARES Act suspension May 2020 – June 2022). Raises InvalidParameterError /
+    UnknownTrackError.
+    """
+    if not isinstance(raw, dict):
+        raise InvalidParameterError("params must be a map")
+    unknown = sorted(set(raw) - _MSSP_PARAM_FIELDS)
+    if unknown:
+        raise InvalidParameterError("unknown MSSP parameters: %s" % ", ".join(unknown))
+    track_name = raw.get("track")
+    if not isinstance(track_name, str):
+        raise InvalidParameterError("params.track must be a track name")
+    track = mssp.parse_track(track_name)
+    msr_bps = raw.get("msr_option_bps")
+    if msr_bps is not None and (isinstance(msr_bps, bool) or msr_bps not in _MSR_OPTIONS_BY_BPS):
+        raise InvalidParameterError("msr_option_bps must be null (variable) or 0, 50, 100, 150, 200")
+    participation = raw.get("track_participation_year", 1)
+    revenue_based = raw.get("revenue_based_loss_limit", True)
+    sequestration = raw.get("sequestration_bps", 200)
+    if isinstance(participation, bool) or not isinstance(participation, int) or participation < 1:
+        raise InvalidParameterError("track_participation_year must be a positive integer")
+    if not isinstance(revenue_based, bool):
+        raise InvalidParameterError("revenue_based_loss_limit must be a bool")
+    if isinstance(sequestration, bool) or not isinstance(sequestration, int) or not 0 <= sequestration <= BPS:
+        raise InvalidParameterError("sequestration_bps must be 0..10,000")
+    try:
+        cap_order = mssp.CapOrder(raw.get("cap_order", mssp.CapOrder.CAP_AFTER_SEQUESTRATION.value))
+    except ValueError:
+        raise InvalidParameterError("unknown cap_order %r" % (raw.get("cap_order"),)) from None
+    params = mssp.program_parameters(
+        track,
+        performance_year,
+        msr_option=mssp.MsrOption.VARIABLE if msr_bps is None else _MSR_OPTIONS_BY_BPS[msr_bps],
+        track_participation_year=participation,
+        revenue_based_loss_limit=revenue_based,
+        sequestration_rate=Fraction(sequestration, BPS),
+        cap_order=cap_order,
+    )
+    overrides: dict[str, Any] = {}
+    for body_name, field_name in _RATE_OVERRIDES:
+        if body_name in raw:
+            overrides[field_name] = bps_fraction(_optional_bps(raw, body_name))
+    if "quality_rule" in raw:
+        try:
+            overrides["quality_rule"] = mssp.QualityRule(raw["quality_rule"])
+        except ValueError:
+            raise InvalidParameterError("unknown quality_rule %r" % (raw["quality_rule"],)) from None
+    if "below_msr_half_sharing" in raw:
+        if not isinstance(raw["below_msr_half_sharing"], bool):
+            raise InvalidParameterError("below_msr_half_sharing must be a bool")
+        overrides["below_msr_half_sharing"] = raw["below_msr_half_sharing"]
+    return replace(params, **overrides) if overrides else params  # __post_init__ re-validates
+
+
+def mssp_params_record(params: mssp.MsspParameters) -> dict[str, Any]:
+    """The resolved parameters as stored on the program: every rate explicit, in bps."""
+    record: dict[str, Any] = {
+        "track": params.track.value,
+        "msr_option_bps": fraction_bps(params.msr_option.value),
+        "quality_rule": params.quality_rule.value,
+        "cap_order": params.cap_order.value,
+        "sequestration_bps": fraction_bps(params.sequestration_rate),
+        "below_msr_half_sharing": params.below_msr_half_sharing,
+    }
+    for body_name, field_name in _RATE_OVERRIDES:
+        record[body_name] = fraction_bps(getattr(params, field_name))
+    return record
+
+
+def check_mssp_params(raw: Any, performance_year: int) -> dict[str, Any]:
+    return mssp_params_record(build_mssp_parameters(raw, performance_year))
+
+
+def mssp_parameters_of(program: dict[str, Any]) -> mssp.MsspParameters:
+    """Rebuild `MsspParameters` from a stored (fully explicit) program record."""
+    stored = program["params"]
+    return build_mssp_parameters(dict(stored), program["performance_year"])
+
+
+register_program_type("mssp", check_mssp_params)
+
+
+# ------------------------------------------------------------------ MSSP settlement
+
+
+def _read_quality(body: dict[str, Any]) -> mssp.QualityResult:
+    raw = body.get("quality")
+    if not isinstance(raw, dict):
+        raise InvalidInputError("quality must be {score_bps, met_standard, met_alternative_standard?}")
+    score = read_bps(raw, "score_bps")
+    return mssp.QualityResult(
+        score=Fraction(score, BPS),
+        met_standard=read_bool(raw, "met_standard"),
+        met_alternative_standard=read_bool(raw, "met_alternative_standard", False),
+    )
+
+
+def _read_disaster(body: dict[str, Any]) -> mssp.DisasterAdjustment | None:
+    raw = body.get("disaster")
+    if raw is None:
+        return None
+    if isinstance(raw, dict) and sorted(raw) == ["affected_months", "affected_share_bps"]:
+        return mssp.DisasterShare(read_int(raw, "affected_months", 0, 12), Fraction(read_bps(raw, "affected_share_bps"), BPS))
+    if isinstance(raw, dict) and sorted(raw) == ["reduction_cents"]:
+        return mssp.DisasterAmount(read_cents(raw, "reduction_cents"))
+    raise InvalidInputError("disaster must be {affected_months, affected_share_bps} or {reduction_cents}")
+
+
+def read_mssp_inputs(state: StateView, body: dict[str, Any], program_id: str) -> tuple[mssp.MsspInputs, dict[str, Any], dict[str, Any]]:
+    """The settlement inputs, their canonical echo, and their ledger references.
+
+    Raises InvalidInputError / AmountOutOfRangeError on a bad value and
+    StaleReferenceError on a reference that names no record or a changed one.
+    """
+    echo: dict[str, Any] = {
+        "benchmark_cents": read_cents(body, "benchmark_cents"),
+        "expenditures_cents": read_cents(body, "expenditures_cents"),
+        "assigned_beneficiaries": read_int(body, "assigned_beneficiaries", 0, 10**9),
+    }
+    quality = _read_quality(body)
+    echo["quality"] = {"score_bps": fraction_bps(quality.score), "met_standard": quality.met_standard,
+                       "met_alternative_standard": quality.met_alternative_standard}
+    references = {
+        "benchmark": read_reference(state, body, "benchmark_ref"),
+        "expenditures": read_reference(state, body, "expenditures_ref"),
+        "assigned": read_reference(state, body, "assigned_ref"),
+        "quality": read_reference(state, body, "quality_ref"),
+    }
+    revenue = None
+    if body.get("participant_revenue_cents") is not None:
+        revenue = read_cents(body, "participant_revenue_cents")
+        references["revenue"] = read_reference(state, body, "revenue_ref")
+    echo["participant_revenue_cents"] = revenue
+    small_msr = None
+    if body.get("small_population_msr_bps") is not None:
+        small_msr = Fraction(read_bps(body, "small_population_msr_bps"), BPS)
+    echo["small_population_msr_bps"] = fraction_bps(small_msr)
+    disaster = _read_disaster(body)
+    echo["disaster"] = to_wire(disaster)
+    eligible = read_bool(body, "eligible_for_below_msr_savings", False)
+    echo["eligible_for_below_msr_savings"] = eligible
+    inputs = mssp.MsspInputs(
+        aco_id=program_id,
+        assigned_beneficiaries=echo["assigned_beneficiaries"],
+        benchmark_cents=echo["benchmark_cents"],
+        expenditures_cents=echo["expenditures_cents"],
+        quality=quality,
+        small_population_msr=small_msr,
+        participant_revenue_cents=revenue,
+        disaster=disaster,
+        eligible_for_below_msr_savings=eligible,
+    )
+    return inputs, echo, references
+
+
+def _inputs_from_echo(program_id: str, echo: dict[str, Any]) -> mssp.MsspInputs:
+    """Rebuild the inputs of a stored settlement (to re-run it for a true-up)."""
+    disaster_raw = echo["disaster"]
+    disaster: mssp.DisasterAdjustment | None = None
+    if isinstance(disaster_raw, dict) and "reduction_cents" in disaster_raw:
+        disaster = mssp.DisasterAmount(disaster_raw["reduction_cents"])
+    elif isinstance(disaster_raw, dict):
+        numerator, denominator = disaster_raw["affected_beneficiary_share"]
+        disaster = mssp.DisasterShare(disaster_raw["affected_months"], Fraction(numerator, denominator))
+    quality = echo["quality"]
+    return mssp.MsspInputs(
+        aco_id=program_id,
+        assigned_beneficiaries=echo["assigned_beneficiaries"],
+        benchmark_cents=echo["benchmark_cents"],
+        expenditures_cents=echo["expenditures_cents"],
+        quality=mssp.QualityResult(Fraction(quality["score_bps"], BPS), quality["met_standard"],
+                                   quality["met_alternative_standard"]),
+        small_population_msr=bps_fraction(echo["small_population_msr_bps"]),
+        participant_revenue_cents=echo["participant_revenue_cents"],
+        disaster=disaster,
+        eligible_for_below_msr_savings=echo["eligible_for_below_msr_savings"],
+    )
+
+
+def store_settlement(state: StateView, ctx: BlockContext, program: dict[str, Any], record: dict[str, Any]) -> None:
+    """Write a settlement record and index it under its program (callers validated first)."""
+    state.put(settlement_key(record["id"]), dict(
+        record, program_id=program["id"], payer_org=program["payer_org"], parties=parties(program),
+        height=ctx.height, time_ms=ctx.time_ms,
+    ))
+    state.append_entry(settlements_list_key(program["id"]), record["id"])
+    state.emit("settlement_recorded", settlement_id=record["id"], kind=record["kind"],
+               amount_due_cents=record["amount_due_cents"])
+
+
+@REGISTRY.register("settlement_submit", roles={"payer"})
+def handle_settlement_submit(state: StateView, tx: Tx, ctx: BlockContext) -> None:
+    """Settle an MSSP program's performance year from ledger-recorded inputs.
+
+    Stores every intermediate of `mssp.settle`; a final settlement after an interim one
+    also stores `mssp.true_up` and owes only the difference.
+    Raises UnknownProgramError, ProgramStateError (inactive; interim after final),
+    NotAPartyError (sender not the payer), AlreadySettledError (this stage exists),
+    InvalidInputError / StaleReferenceError / MissingInputError / AmountOutOfRangeError
+    (inputs), InvalidParameterError.
+    """
+    body = tx.body
+    program_id = read_id(body, "program_id")
+    program = require_active_program(state, program_id, "mssp")
+    require_payer(state, tx, program)
+    stage = mssp.SettlementStage(read_choice(body, "stage", ("interim", "final")))
+    year = program["performance_year"]
+    settlement_id = make_settlement_id(program_id, "mssp", year, stage.value)
+    interim_id = make_settlement_id(program_id, "mssp", year, "interim")
+    final_id = make_settlement_id(program_id, "mssp", year, "final")
+    if state.exists(settlement_key(settlement_id)):
+        raise AlreadySettledError("%s is already settled" % settlement_id)
+    if stage is mssp.SettlementStage.INTERIM and state.exists(settlement_key(final_id)):
+        raise ProgramStateError("%s: the final settlement exists; no interim after it" % program_id)
+    inputs, echo, references = read_mssp_inputs(state, body, program_id)
+    params = mssp_parameters_of(program)
+    result = mssp.settle(params, inputs, stage)
+    record: dict[str, Any] = {
+        "id": settlement_id, "kind": "mssp", "period": year, "stage": stage.value,
+        "inputs": echo, "references": references, "result": to_wire(result),
+        "estimate": None, "true_up_cents": None, "amount_due_cents": result.earned_cents,
+    }
+    interim = state.get(settlement_key(interim_id)) if stage is mssp.SettlementStage.FINAL else None
+    if interim is not None:
+        estimate = mssp.settle(params, _inputs_from_echo(program_id, interim["inputs"]), mssp.SettlementStage.INTERIM)
+        trued = mssp.true_up(estimate, result)
+        record.update(estimate=interim_id, true_up_cents=trued.true_up_cents, amount_due_cents=trued.true_up_cents)
+    store_settlement(state, ctx, program, record)
+
+
+def get_settlement(state: StateView, settlement_id: Any) -> dict[str, Any]:
+    """A settlement record. Raises InvalidInputError / UnknownProgramError."""
+    if not isinstance(settlement_id, str) or not 0 < len(settlement_id) <= 300:
+        raise InvalidInputError("settlement_id must be a settlement id string")
+    record = state.get(settlement_key(settlement_id))
+    if not isinstance(record, dict) or record.get("id") != settlement_id:  # e.g. a list counter key
+        raise UnknownProgramError("no settlement %s" % settlement_id)
+    return record
+
+
+def record_disbursement(state: StateView, ctx: BlockContext, program: dict[str, Any],
+                        settlement_id: str, amount_cents: int, suffix: tuple[str, ...] = (),
+                        reference: dict[str, Any] | None = None) -> list[list[Any]]:
+    """Split `amount_cents` among the program's participants and record the payment
+    instruction (funds move off-ledger; the ledger holds who is owed what, and why).
+
+    Raises AlreadySettledError if this disbursement was already recorded.
+    """
+    target = disbursement_key(settlement_id, *suffix)
+    if state.exists(target):
+        raise AlreadySettledError("%s was already disbursed" % "/".join((settlement_id, *suffix)))
+    allocations = split_by_shares(amount_cents, program["participants"])
+    state.put(target, {
+        "settlement_id": settlement_id, "program_id": program["id"], "payer_org": program["payer_org"],
+        "amount_cents": amount_cents, "allocations": allocations, "reference": reference,
+        "height": ctx.height,
+    })
+    state.emit("disbursed", settlement_id=settlement_id, amount_cents=amount_cents, allocations=allocations)
+    return allocations
+
+
+@REGISTRY.register("settlement_disburse", roles={"payer"})
+def handle_settlement_disburse(state: StateView, tx: Tx, ctx: BlockContext) -> None:
+    """Record the payment of a settlement's amount due, split by allocation shares.
+
+    Raises InvalidInputError, UnknownProgramError, NotAPartyError (not the payer),
+    AlreadySettledError (already disbursed).
+    """
+    settlement = get_settlement(state, tx.body.get("settlement_id"))
+    program = get_program(state, settlement["program_id"])
+    require_payer(state, tx, program)
+    if state.exists(disbursement_key(settlement["id"])):
+        raise AlreadySettledError("%s was already disbursed" % settlement["id"])
+    record_disbursement(state, ctx, program, settlement["id"], settlement["amount_due_cents"])
+

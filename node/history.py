@@ -1,0 +1,134 @@
+"""Proof-serving methods of the runtime: history, transaction and receipt proofs.
+
+`HistoryService` is a mixin of `node.node.NodeRuntime` (it needs only
+`self.store`, a `node.store.BlockStore`). Its answers let a light client
+(`ledger.light.LightClient`) move its trusted head forward and check data
+without trusting this node:
+
+- `history_consistency(old, new)`: RFC 6962 consistency proof between the
+  history trees of sizes `old` and `new` (history size s = blocks 1..s; the
+  header at height h commits to size h-1);
+- `history_inclusion(height, size)`: the block hash of `height` (leaf
+  height-1) in the history of `size` blocks;
+- `tx_proof(tx_hash)`: the tx's inclusion in its block's `tx_root`, the
+  certified header, and the receipt's inclusion in `receipts_root` of the
+  next header when that block exists.
+
+History leaves are block hashes used directly as leaf hashes
+(`consensus/history.py`), hence the `*_from_hashes` proof builders.
+The block-hash list is cached: committed blocks never change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger import merkle
+from ledger.light import HistoryProof
+
+MAX_HISTORY_SIZE = 2**40
+
+
+class HistoryError(ValueError):
+    """A history or proof request names sizes or heights this node cannot serve."""
+
+
+def history_proof(hashes: list[bytes], trusted_height: int, new_height: int) -> HistoryProof:
+    """The `HistoryProof` a light client trusting block `trusted_height` needs
+    to accept header `new_height`, built from block hashes 1..new_height-1.
+
+    Raises HistoryError if the heights do not fit the hashes.
+    """
+    new_size = new_height - 1
+    if not 0 <= trusted_height < new_height or len(hashes) < new_size:
+        raise HistoryError("cannot prove header %d from trusted height %d with %d block hashes"
+                           % (new_height, trusted_height, len(hashes)))
+    prefix = hashes[:new_size]
+    old_size = max(0, trusted_height - 1)
+    consistency = merkle.consistency_proof_from_hashes(prefix, old_size) if old_size else []
+    inclusion = merkle.inclusion_proof_from_hashes(prefix, trusted_height - 1) if trusted_height else []
+    return HistoryProof(tuple(consistency), tuple(inclusion))
+
+
+class HistoryService:
+    """Mixin for the runtime: proofs over the local block store."""
+
+    store: Any
+    _block_hash_cache: list[bytes]
+
+    def block_hashes(self, count: int) -> list[bytes]:
+        """Hashes of blocks 1..count. Raises HistoryError beyond the tip."""
+        cache = self.__dict__.setdefault("_block_hash_cache", [])
+        if count > self.store.height:
+            raise HistoryError("only %d blocks are committed, %d asked" % (self.store.height, count))
+        while len(cache) < count:
+            block = self.store.block(len(cache) + 1)
+            if block is None:
+                raise HistoryError("block %d missing from the store" % (len(cache) + 1))
+            cache.append(block.hash)
+        return cache[:count]
+
+    def history_consistency(self, old: int, new: int) -> dict[str, Any]:
+        """{"old", "new", "old_root", "new_root", "proof": [hex]}. Raises HistoryError."""
+        if not 0 < old <= new <= MAX_HISTORY_SIZE:
+            raise HistoryError("need 0 < old <= new")
+        hashes = self.block_hashes(new)
+        proof = merkle.consistency_proof_from_hashes(hashes, old)
+        return {"old": old, "new": new, "old_root": merkle.root_from_hashes(hashes[:old]).hex(),
+                "new_root": merkle.root_from_hashes(hashes).hex(), "proof": [p.hex() for p in proof]}
+
+    def history_inclusion(self, height: int, size: int) -> dict[str, Any]:
+        """{"height", "size", "index", "block_hash", "root", "proof": [hex]}. Raises HistoryError."""
+        if not 0 < height <= size <= MAX_HISTORY_SIZE:
+            raise HistoryError("need 0 < height <= size")
+        hashes = self.block_hashes(size)
+        proof = merkle.inclusion_proof_from_hashes(hashes, height - 1)
+        return {"height": height, "size": size, "index": height - 1, "block_hash": hashes[height - 1].hex(),
+                "root": merkle.root_from_hashes(hashes).hex(), "proof": [p.hex() for p in proof]}
+
+    def state_proof(self, key: bytes, version: int) -> dict[str, Any]:
+        """The value at `key` in state version `version` (after block `version`)
+        with its proof; header version+1 commits that state in `app_hash`.
+
+        {"key", "version", "value" (hex|None), "proof" (hex)}. Raises HistoryError
+        for a version that is not committed yet.
+        """
+        if not 0 <= version <= self.store.height:
+            raise HistoryError("state version %d is not committed (tip %d)" % (version, self.store.height))
+        tree = self.executor.tree  # type: ignore[attr-defined]
+        value = tree.get(key, version)
+        return {"key": key.hex(), "version": version, "value": None if value is None else value.hex(),
+                "proof": tree.prove(key, version).to_bytes().hex()}
+
+    def tx_proof(self, tx_hash: bytes) -> dict[str, Any] | None:
+        """Inclusion proofs of a committed tx and of its receipt, with the headers
+        and certificates they lead to; None if the tx is not committed here.
+
+        {"height", "index", "size", "tx" (hex), "proof": [hex], "header", "certificate"
+        (hex of the encodings), "receipt": {"index", "size", "receipt" (hex), "proof",
+        "header", "certificate", "header_height"} or None until block height+1 exists}.
+        """
+        location = self.store.tx_location(tx_hash)
+        if location is None:
+            return None
+        height, index = location
+        block, cert = self.store.block(height), self.store.certificate_bytes(height)
+        if block is None or cert is None:
+            return None
+        leaves = [tx.encode() for tx in block.txs]
+        out: dict[str, Any] = {
+            "height": height, "index": index, "size": len(leaves), "tx": leaves[index].hex(),
+            "proof": [p.hex() for p in merkle.inclusion_proof(leaves, index)],
+            "header": block.header.encode().hex(), "certificate": cert.hex(), "receipt": None,
+        }
+        following, following_cert = self.store.block(height + 1), self.store.certificate_bytes(height + 1)
+        receipts = self.store.receipts(height)
+        if following is not None and following_cert is not None and receipts and index < len(receipts):
+            encoded = [r.encode() for r in receipts]
+            out["receipt"] = {
+                "index": index, "size": len(encoded), "receipt": encoded[index].hex(),
+                "proof": [p.hex() for p in merkle.inclusion_proof(encoded, index)],
+                "header": following.header.encode().hex(), "certificate": following_cert.hex(),
+                "header_height": height + 1,
+            }
+        return out

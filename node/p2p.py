@@ -1,0 +1,328 @@
+"""Peer-to-peer transport: authenticated TCP links between allowed nodes.
+
+- Listens on `listen_host:listen_port` and dials every configured
+  `key@host:port` peer, redialling with capped exponential backoff + jitter.
+- Every link runs the Noise XX handshake of `node.handshake`; only keys the
+  `is_allowed` policy accepts (genesis validators, observer allowlist) stay.
+- One link per peer key: if both sides dial each other, the link dialled by
+  the smaller key survives (both sides pick the same one).
+- A frame is `channel byte ‖ payload`. Per peer there are two bounded send
+  queues: consensus and sync traffic first, transaction gossip only when the
+  first is empty. A full gossip queue drops (counted); a full consensus queue
+  drops too (PBFT retransmits and fetches), also counted.
+- Received frames go to the handler registered for their channel; a
+  malformed or oversize frame, or an unknown channel, disconnects the peer and
+  counts `frames_rejected{reason}`.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Container
+
+import structlog
+import trio
+
+from node.framing import FrameError, PeerDisconnected
+from node.handshake import HandshakeError, NodeIdentity, SecureChannel, perform_handshake
+
+log = structlog.get_logger("careledger.p2p")
+
+CHANNEL_CONSENSUS = 1
+CHANNEL_TX = 2
+CHANNEL_SYNC_REQUEST = 3
+CHANNEL_SYNC_RESPONSE = 4
+HIGH_PRIORITY = frozenset({CHANNEL_CONSENSUS, CHANNEL_SYNC_REQUEST, CHANNEL_SYNC_RESPONSE})
+CHANNELS = HIGH_PRIORITY | {CHANNEL_TX}
+
+Handler = Callable[[bytes, int, bytes], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class PeerAddress:
+    public_key: bytes
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> "PeerAddress":
+        """`<hex ed25519 key>@host:port`. Raises ValueError if malformed."""
+        key_hex, _, hostport = text.strip().partition("@")
+        host, _, port = hostport.rpartition(":")
+        key = bytes.fromhex(key_hex)
+        if len(key) != 32 or not host or not port.isdigit():
+            raise ValueError("peer address must be <64 hex>@host:port, got %r" % text)
+        return cls(key, host, int(port))
+
+    def __str__(self) -> str:
+        return "%s@%s:%d" % (self.public_key.hex(), self.host, self.port)
+
+
+@dataclass
+class P2PConfig:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 26656
+    peers: list[PeerAddress] = field(default_factory=list)
+    max_frame_bytes: int = 16 * 1024 * 1024
+    handshake_timeout_s: float = 10.0
+    dial_timeout_s: float = 3.0
+    backoff_initial_s: float = 0.1
+    backoff_max_s: float = 10.0
+    consensus_queue: int = 4096
+    gossip_queue: int = 2048
+
+
+class Peer:
+    """One live, authenticated link and its two outgoing queues."""
+
+    def __init__(self, public_key: bytes, outbound: bool, channel: SecureChannel, config: P2PConfig) -> None:
+        self.public_key = public_key
+        self.outbound = outbound
+        self.channel = channel
+        self.high: collections.deque[bytes] = collections.deque()
+        self.low: collections.deque[bytes] = collections.deque()
+        self._config = config
+        self._ready = trio.Event()
+        self.closed = trio.Event()
+        self.cancel_scope = trio.CancelScope()
+        self.sent_bytes = 0
+        self.received_bytes = 0
+
+    def enqueue(self, channel: int, data: bytes) -> bool:
+        """Queue one frame; False if its queue is full (dropped)."""
+        frame = bytes((channel,)) + data
+        if channel in HIGH_PRIORITY:
+            if len(self.high) >= self._config.consensus_queue:
+                return False
+            self.high.append(frame)
+        else:
+            if len(self.low) >= self._config.gossip_queue:
+                return False
+            self.low.append(frame)
+        self._ready.set()
+        return True
+
+    async def next_frame(self) -> bytes:
+        while not self.high and not self.low:
+            self._ready = trio.Event()
+            await self._ready.wait()
+        return self.high.popleft() if self.high else self.low.popleft()
+
+    def close(self) -> None:
+        self.cancel_scope.cancel()
+
+
+class P2P:
+    """The node's peer set. Start with `await nursery.start(p2p.run)` (returns the port)."""
+
+    def __init__(self, identity: NodeIdentity, config: P2PConfig, is_allowed: Callable[[bytes], bool]) -> None:
+        self.identity = identity
+        self.config = config
+        self.is_allowed = is_allowed
+        self.peers: dict[bytes, Peer] = {}
+        self.handlers: dict[int, Handler] = {}
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.port: int | None = None
+        self.peer_connected = trio.Event()  # re-armed on every change, for waiters
+        self._on_change: list[Callable[[], None]] = []
+        self._random = random.Random()
+
+    # -------------------------------------------------------------- public API
+
+    def on(self, channel: int, handler: Handler) -> None:
+        """Register `await handler(peer_key, channel, payload)` for a channel."""
+        self.handlers[channel] = handler
+
+    def send(self, peer_key: bytes, channel: int, data: bytes) -> bool:
+        peer = self.peers.get(peer_key)
+        if peer is None:
+            self.counters["send_no_peer"] += 1
+            return False
+        if not peer.enqueue(channel, data):
+            self.counters["dropped_%s" % ("consensus" if channel in HIGH_PRIORITY else "gossip")] += 1
+            return False
+        return True
+
+    def broadcast(self, channel: int, data: bytes, exclude: bytes | None = None,
+                  only: Container[bytes] | None = None) -> int:
+        """Queue `data` to every peer (but `exclude`, and only keys in `only` if given)."""
+        sent = 0
+        for key in list(self.peers):
+            if key != exclude and (only is None or key in only) and self.send(key, channel, data):
+                sent += 1
+        return sent
+
+    def peer_keys(self) -> list[bytes]:
+        return sorted(self.peers)
+
+    def info(self) -> list[dict[str, object]]:
+        return [
+            {"public_key": p.public_key.hex(), "outbound": p.outbound, "sent_bytes": p.sent_bytes,
+             "received_bytes": p.received_bytes, "queued": len(p.high) + len(p.low)}
+            for p in sorted(self.peers.values(), key=lambda p: p.public_key)
+        ]
+
+    async def wait_for_peers(self, count: int) -> None:
+        """Return once at least `count` peers are connected (caller bounds the wait)."""
+        while len(self.peers) < count:
+            event = trio.Event()
+            self._on_change.append(event.set)
+            await event.wait()
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen, dial the configured peers, and serve links until cancelled."""
+        listeners = await trio.open_tcp_listeners(self.config.listen_port, host=self.config.listen_host)
+        self.port = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._accept_loop, listeners)
+            for address in self.config.peers:
+                if address.public_key != self.identity.public_key:
+                    nursery.start_soon(self._dial_loop, address)
+            task_status.started(self.port)
+
+    def add_peer_address(self, address: PeerAddress) -> None:
+        """Start dialling another peer (after `run` has started)."""
+        self._nursery.start_soon(self._dial_loop, address)
+
+    async def _accept_loop(self, listeners: list[trio.SocketListener]) -> None:
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(self._accept_on, listener, nursery)
+
+    async def _accept_on(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:  # e.g. EMFILE: back off, do not die
+                    self.counters["accept_errors"] += 1
+                    log.warning("accept failed", error=str(exc))
+                    await trio.sleep(0.1)
+                    continue
+                nursery.start_soon(self._serve_stream, stream, False, None)
+
+    async def _dial_loop(self, address: PeerAddress) -> None:
+        failures = 0
+        while True:
+            existing = self.peers.get(address.public_key)
+            if existing is not None:
+                await existing.closed.wait()
+                continue
+            stream = None
+            try:
+                with trio.fail_after(self.config.dial_timeout_s):
+                    stream = await trio.open_tcp_stream(address.host, address.port)
+            except (OSError, trio.TooSlowError):
+                self.counters["dial_failures"] += 1
+            if stream is not None:
+                if await self._serve_stream(stream, True, address.public_key):
+                    failures = 0
+                    continue
+            failures += 1
+            delay = min(self.config.backoff_max_s, self.config.backoff_initial_s * 2 ** min(failures - 1, 16))
+            await trio.sleep(delay * (0.5 + self._random.random() / 2))
+
+    async def _serve_stream(self, stream: trio.SocketStream, outbound: bool, expected: bytes | None) -> bool:
+        """Handshake and serve one link; True if it was authenticated."""
+        try:
+            try:
+                with trio.fail_after(self.config.handshake_timeout_s):
+                    channel = await perform_handshake(
+                        stream, self.identity, initiator=outbound, is_allowed=self.is_allowed,
+                        expected_key=expected, max_frame_bytes=self.config.max_frame_bytes,
+                    )
+            except HandshakeError as exc:
+                self.counters["handshake_failures_%s" % exc.reason] += 1
+                log.info("handshake refused", reason=exc.reason, detail=str(exc), outbound=outbound)
+                return False
+            except (PeerDisconnected, trio.TooSlowError):
+                self.counters["handshake_failures_disconnected"] += 1
+                return False
+            peer = Peer(channel.peer_key, outbound, channel, self.config)
+            if not self._register(peer):
+                return True
+            try:
+                await self._serve_peer(peer)
+            finally:
+                self._unregister(peer)
+            return True
+        finally:
+            with trio.CancelScope(shield=True):
+                try:
+                    await stream.aclose()
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    pass
+
+    def _register(self, peer: Peer) -> bool:
+        """Install `peer`, resolving duplicate links; False if `peer` loses."""
+        old = self.peers.get(peer.public_key)
+        if old is not None:
+            mine_smaller = self.identity.public_key < peer.public_key
+            # the surviving link is the one the smaller key dialled
+            keep_new = old.outbound == peer.outbound or peer.outbound == mine_smaller
+            if not keep_new:
+                self.counters["duplicate_links"] += 1
+                return False
+            old.close()
+            self.counters["duplicate_links"] += 1
+        self.peers[peer.public_key] = peer
+        self.counters["connections"] += 1
+        log.info("peer connected", peer=peer.public_key.hex()[:16], outbound=peer.outbound)
+        self._changed()
+        return True
+
+    def _unregister(self, peer: Peer) -> None:
+        if self.peers.get(peer.public_key) is peer:
+            del self.peers[peer.public_key]
+            log.info("peer disconnected", peer=peer.public_key.hex()[:16])
+        peer.closed.set()
+        self._changed()
+
+    def _changed(self) -> None:
+        callbacks, self._on_change = self._on_change, []
+        for callback in callbacks:
+            callback()
+
+    async def _serve_peer(self, peer: Peer) -> None:
+        with peer.cancel_scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._guarded, peer, self._writer)
+                await self._guarded(peer, self._reader)
+
+    async def _guarded(self, peer: Peer, run: Callable[[Peer], Awaitable[None]]) -> None:
+        """Run a link task; any transport failure closes the whole link."""
+        try:
+            await run(peer)
+        except FrameError as exc:
+            self.counters["frames_rejected_%s" % exc.reason] += 1
+            log.warning("peer sent a bad frame", peer=peer.public_key.hex()[:16], reason=exc.reason)
+        except PeerDisconnected:
+            pass
+        finally:
+            peer.close()
+
+    async def _writer(self, peer: Peer) -> None:
+        while True:
+            frame = await peer.next_frame()
+            await peer.channel.send_frame(frame)
+            peer.sent_bytes += len(frame)
+            self.counters["sent_bytes"] += len(frame)
+
+    async def _reader(self, peer: Peer) -> None:
+        while True:
+            frame = await peer.channel.receive_frame()
+            peer.received_bytes += len(frame)
+            self.counters["received_bytes"] += len(frame)
+            channel = frame[0]
+            handler = self.handlers.get(channel)
+            if channel not in CHANNELS:
+                raise FrameError("malformed", "unknown channel %d" % channel)
+            if handler is None:
+                self.counters["unhandled_%d" % channel] += 1
+                continue
+            await handler(peer.public_key, channel, frame[1:])

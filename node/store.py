@@ -1,0 +1,162 @@
+"""The block store: blocks, certificates, receipts, tx index and the chain tip.
+
+Everything one committed block produces is added to ONE `ledger.kv.WriteBatch`
+together with the state tree's nodes (`StateTree.prepare`), then written at
+once (LevelDB: one synced WriteBatch). A crash therefore leaves the store at
+the old height or at the new one, never in between.
+
+Layout (the state tree lives under its own namespace `STATE_NAMESPACE`):
+
+    b:B ‖ u64 h      -> encoded Block
+    b:C ‖ u64 h      -> encoded CommitCertificate
+    b:R ‖ u64 h ‖ u32 i -> encoded receipt wire of tx i
+    b:A ‖ u64 h      -> encoded [app_hash, receipts_root] after executing h
+    b:H ‖ block hash -> u64 h
+    b:X ‖ tx hash    -> encoded [h, index]
+    b:tip            -> encoded [h, block hash, time, history size, peaks]
+    b:genesis        -> encoded [chain id, genesis app hash]
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from consensus.history import History
+from consensus.persist import ChainTip
+from contracts.engine import Receipt
+from ledger import codec
+from ledger.errors import StorageError
+from ledger.hashing import ZERO_HASH
+from ledger.kv import KeyValueStore, WriteBatch
+from ledger.types import Block, CommitCertificate
+
+STATE_NAMESPACE = b"s:"
+_U64 = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
+_P = b"b:"
+RECENT_TX_BLOCKS = 16
+
+
+def _h(height: int) -> bytes:
+    return _U64.pack(height)
+
+
+@dataclass(frozen=True)
+class Tip:
+    height: int
+    block_hash: bytes
+    time_ms: int
+    history: History
+
+
+class BlockStore:
+    """Reads and batch-writes of the chain over a KeyValueStore."""
+
+    def __init__(self, kv: KeyValueStore) -> None:
+        self.kv = kv
+
+    # ---------------------------------------------------------------- writes
+
+    def add_genesis(self, batch: WriteBatch, chain_id: str, app_hash: bytes, time_ms: int) -> None:
+        batch.put(_P + b"genesis", codec.encode([chain_id, app_hash]))
+        batch.put(_P + b"A" + _h(0), codec.encode([app_hash, ZERO_HASH]))
+        batch.put(_P + b"tip", codec.encode([0, ZERO_HASH, time_ms, 0, []]))
+
+    def add_block(
+        self, batch: WriteBatch, block: Block, certificate: CommitCertificate,
+        receipts: tuple[Receipt, ...], app_hash: bytes, receipts_root: bytes, history: History,
+    ) -> None:
+        """Add everything block `h` produces to `batch` (the caller writes it)."""
+        h = _h(block.height)
+        batch.put(_P + b"B" + h, block.encode())
+        batch.put(_P + b"C" + h, certificate.encode())
+        for index, receipt in enumerate(receipts):
+            batch.put(_P + b"R" + h + _U32.pack(index), receipt.encode())
+        batch.put(_P + b"A" + h, codec.encode([app_hash, receipts_root]))
+        batch.put(_P + b"H" + block.hash, h)
+        for index, tx in enumerate(block.txs):
+            batch.put(_P + b"X" + tx.hash, codec.encode([block.height, index]))
+        peaks = [[size, digest] for size, digest in history.peaks]
+        batch.put(_P + b"tip", codec.encode([block.height, block.hash, block.header.time, history.size, peaks]))
+
+    # ----------------------------------------------------------------- reads
+
+    def _decode(self, raw: bytes | None, what: str) -> Any:
+        if raw is None:
+            return None
+        try:
+            return codec.decode(raw)
+        except Exception as exc:
+            raise StorageError("corrupt %s in block store: %s" % (what, exc)) from exc
+
+    def genesis(self) -> tuple[str, bytes] | None:
+        value = self._decode(self.kv.get(_P + b"genesis"), "genesis record")
+        return None if value is None else (value[0], value[1])
+
+    def tip(self) -> Tip:
+        value = self._decode(self.kv.get(_P + b"tip"), "tip")
+        if value is None:
+            return Tip(0, ZERO_HASH, 0, History())
+        height, block_hash, time_ms, size, peaks = value
+        return Tip(height, block_hash, time_ms, History(size, tuple((s, d) for s, d in peaks)))
+
+    @property
+    def height(self) -> int:
+        return self.tip().height
+
+    def block(self, height: int) -> Block | None:
+        raw = self.kv.get(_P + b"B" + _h(height))
+        return None if raw is None else Block.decode(raw)
+
+    def block_bytes(self, height: int) -> bytes | None:
+        return self.kv.get(_P + b"B" + _h(height))
+
+    def certificate(self, height: int) -> CommitCertificate | None:
+        raw = self.kv.get(_P + b"C" + _h(height))
+        return None if raw is None else CommitCertificate.decode(raw)
+
+    def certificate_bytes(self, height: int) -> bytes | None:
+        return self.kv.get(_P + b"C" + _h(height))
+
+    def receipts(self, height: int) -> list[Receipt] | None:
+        if self.kv.get(_P + b"B" + _h(height)) is None:
+            return None
+        return [Receipt.from_wire(self._decode(raw, "receipt"))
+                for _, raw in self.kv.iterate_prefix(_P + b"R" + _h(height))]
+
+    def receipt(self, height: int, index: int) -> Receipt | None:
+        value = self._decode(self.kv.get(_P + b"R" + _h(height) + _U32.pack(index)), "receipt")
+        return None if value is None else Receipt.from_wire(value)
+
+    def results(self, height: int) -> tuple[bytes, bytes] | None:
+        """(app_hash, receipts_root) after executing `height` (0 = genesis)."""
+        value = self._decode(self.kv.get(_P + b"A" + _h(height)), "results")
+        return None if value is None else (value[0], value[1])
+
+    def tx_location(self, tx_hash: bytes) -> tuple[int, int] | None:
+        value = self._decode(self.kv.get(_P + b"X" + tx_hash), "tx index")
+        return None if value is None else (value[0], value[1])
+
+    def height_of(self, block_hash: bytes) -> int | None:
+        raw = self.kv.get(_P + b"H" + block_hash)
+        return None if raw is None else _U64.unpack(raw)[0]
+
+    def chain_tip(self) -> ChainTip:
+        """What the replica needs to resume after a restart."""
+        tip = self.tip()
+        results = self.results(tip.height)
+        if results is None:
+            raise StorageError("block store has no results for its tip %d" % tip.height)
+        recent: set[bytes] = set()
+        for height in range(max(1, tip.height - RECENT_TX_BLOCKS + 1), tip.height + 1):
+            block = self.block(height)
+            if block is not None:
+                recent.update(tx.hash for tx in block.txs)
+        return ChainTip(
+            height=tip.height, block_hash=tip.block_hash, time_ms=tip.time_ms, history=tip.history,
+            app_hash=results[0], receipts_root=results[1],
+            certificate=self.certificate(tip.height) if tip.height else None,
+            recent_tx_hashes=frozenset(recent),
+        )

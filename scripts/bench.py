@@ -1,0 +1,89 @@
+"""Throughput benchmark, reported against this machine's signature-verification limit.
+
+    python scripts/bench.py --validators N --duration S
+
+Starts a localnet of N validators, measures single-thread PyNaCl ed25519
+verifications per second in the same run, runs `scripts/loadgen.py` at the
+maximum rate as a separate process, and ends with exactly one line:
+
+    validators=… committed_tx_per_s=… verify_limit_tx_per_s=… ratio=… p50_ms=… p99_ms=…
+
+verify_limit = cores × verifications/s ÷ validators: every validator on this
+machine verifies every transaction once, so no cluster on it can commit
+faster. ratio = committed ÷ limit (1.0 would mean verification is the only cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+
+from localnet import start_cluster  # noqa: E402
+
+SUMMARY = re.compile(r"^submitted=(\d+) committed=(\d+) rejected=(\d+) tx_per_s=([\d.]+) "
+                     r"p50_ms=([\d.]+) p99_ms=([\d.]+)$")
+
+
+def verifications_per_second(seconds: float = 1.0) -> float:
+    """Single-thread ed25519 verifications per second through PyNaCl (as nodes verify)."""
+    import nacl.signing
+
+    key = nacl.signing.SigningKey(bytes(range(32)))
+    message = b"careledger/tx/v1\x00bench\x00" + bytes(200)
+    signature = key.sign(message).signature
+    verify_key = key.verify_key
+    count = 0
+    start = time.perf_counter()
+    while True:
+        for _ in range(200):
+            verify_key.verify(message, signature)
+        count += 200
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return count / elapsed
+
+
+def run_loadgen(nodes: list[str], accounts_dir: str, duration: float, max_txs: int) -> re.Match[str]:
+    """Run loadgen as its own process; return its parsed summary line. Raises RuntimeError."""
+    command = [sys.executable, os.path.join(ROOT, "scripts", "loadgen.py"), "--nodes", ",".join(nodes),
+               "--rate", "0", "--duration", str(duration), "--accounts", accounts_dir,
+               "--max-txs", str(max_txs)]
+    result = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    lines = result.stdout.strip().splitlines()
+    match = SUMMARY.match(lines[-1]) if lines else None
+    if result.returncode != 0 or match is None:
+        raise RuntimeError("loadgen failed (%d): %s" % (result.returncode, result.stdout))
+    return match
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--validators", type=int, default=4)
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--accounts-per-org", type=int, default=4)
+    parser.add_argument("--max-txs", type=int, default=30_000)
+    args = parser.parse_args(argv)
+
+    verify_per_s = verifications_per_second()
+    cores = os.cpu_count() or 1
+    limit = cores * verify_per_s / args.validators
+    with start_cluster(validators=args.validators, accounts_per_org=args.accounts_per_org) as cluster:
+        match = run_loadgen([n.rpc for n in cluster.validators], cluster.accounts_dir, args.duration,
+                            args.max_txs)
+    committed_per_s = float(match.group(4))
+    print("validators=%d committed_tx_per_s=%.1f verify_limit_tx_per_s=%.1f ratio=%.4f p50_ms=%s p99_ms=%s" % (
+        args.validators, committed_per_s, limit, committed_per_s / limit, match.group(5), match.group(6)),
+        flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Step tables: one input → the expected effects, one PBFT rule per test."""
+
+from __future__ import annotations
+
+from consensus.effects import Broadcast, Commit, Evidence, Persist, ScheduleTimeout
+from consensus.inputs import BlockExecuted, MessageReceived, TimeoutFired, TransactionsVerified
+from consensus.messages import CommitVote, NewView, Prepare, Proposal, ViewChange, decode_message
+from consensus.persist import PersistedState
+from consensus.replica import Replica
+from ledger.types import CommitCertificate
+
+from tests.consensus.helpers import KEYS, VSET, block, commit, config, prepare, proposal, replica, tx
+
+
+def _sent(effects, kind):  # type: ignore[no-untyped-def]
+    return [decode_message(e.data) for e in effects if isinstance(e, Broadcast)
+            and isinstance(decode_message(e.data), kind)]
+
+
+def _recv(r: Replica, index: int, data: bytes, now: int = 10):  # type: ignore[no-untyped-def]
+    return r.handle(MessageReceived(KEYS[index].public_key, data), now)
+
+
+def test_a_backup_prepares_a_valid_proposal_from_the_primary_and_persists_first() -> None:
+    # PBFT §4.2: a backup accepts PRE-PREPARE(v, n, d) from primary(v) and multicasts PREPARE.
+    r = replica(1)
+    b = block()
+    effects = _recv(r, 0, proposal(b))
+    assert isinstance(effects[0], Persist)  # the guard record is durable before the vote leaves
+    prepares = _sent(effects, Prepare)
+    assert [(p.view, p.height, p.block_hash) for p in prepares] == [(0, 1, b.hash)]
+
+
+def test_a_replica_ignores_a_proposal_from_a_non_primary() -> None:
+    # PBFT §4.2: only the primary of view v may pre-prepare in v.
+    r = replica(1)
+    effects = _recv(r, 2, proposal(block(proposer=2), signer=2))
+    assert effects == [] and r.dropped["not-primary"] == 1
+
+
+def test_a_replica_ignores_a_prepare_from_an_unknown_validator() -> None:
+    from ledger.crypto import PrivateKey
+    from ledger.hashing import sha256
+    stranger = PrivateKey(sha256(b"stranger"))
+    r = replica(1)
+    b = block()
+    msg = Prepare(stranger.public_key, 0, 1, b.hash)
+    data = Prepare(stranger.public_key, 0, 1, b.hash, stranger.sign("prepare", "careledger-test", msg.payload())).encode()
+    assert r.handle(MessageReceived(stranger.public_key, data), 1) == []
+    assert r.dropped["unknown-validator"] == 1
+
+
+def test_a_replica_drops_bad_signatures_and_garbage_without_changing_state() -> None:
+    r = replica(1)
+    good = decode_message(prepare(block(), 2))
+    forged = Prepare(good.sender, good.view, good.height, good.block_hash, bytes(64)).encode()
+    before = r.persisted_state()
+    assert _recv(r, 2, forged) == []
+    assert _recv(r, 2, b"\xff\x00garbage") == []
+    assert r.dropped == {"bad-signature": 1, "malformed": 1}
+    assert r.persisted_state() == before and r.committed == 0
+
+
+def test_a_replica_rejects_a_proposal_whose_header_does_not_follow_its_state() -> None:
+    # PBFT §4.2 "valid request" + header rule: app_hash must be our executed state.
+    r = replica(1)
+    effects = _recv(r, 0, proposal(block(app_hash=bytes(32))))
+    assert _sent(effects, Prepare) == [] and r.dropped["proposal-header-app-hash"] == 1
+
+
+def test_prepared_replica_commits_and_quorum_of_commits_yields_a_verifiable_certificate() -> None:
+    # PBFT §4.2: prepared = pre-prepare + 2f prepares → COMMIT; committed-local = 2f+1 commits.
+    r = replica(1)
+    b = block()
+    _recv(r, 0, proposal(b))
+    effects = _recv(r, 2, prepare(b, 2))  # our own PREPARE + this one = quorum − 1
+    assert isinstance(effects[0], Persist)  # prepared certificate persisted before COMMIT leaves
+    assert [c.block_hash for c in _sent(effects, CommitVote)] == [b.hash]
+    _recv(r, 2, commit(b, 2))
+    effects = _recv(r, 3, commit(b, 3))
+    commits = [e for e in effects if isinstance(e, Commit)]
+    assert len(commits) == 1 and commits[0].block == b
+    cert: CommitCertificate = commits[0].certificate
+    cert.verify("careledger-test", VSET, b.hash, 1)  # what a regulator's light client runs
+
+
+def test_the_primary_batches_up_to_b_transactions_or_waits_t_ms() -> None:
+    r = Replica(config(), KEYS[0])
+    r.start(0)
+    effects = r.handle(TransactionsVerified((tx(1),)), 1)
+    assert _sent(effects, Proposal) == []
+    batch = [e for e in effects if isinstance(e, ScheduleTimeout) and e.timeout.kind == "batch"]
+    assert batch and batch[0].delay_ms == 10
+    effects = r.handle(TransactionsVerified((tx(2),)), 2)  # B = 2 reached
+    (p,) = _sent(effects, Proposal)
+    assert len(p.block.txs) == 2 and p.block.header.time == 2
+
+
+def test_a_progress_timeout_leads_to_a_view_change_with_doubling_timeouts() -> None:
+    # PBFT §4.4: a backup waiting on a request starts a view change when its timer expires.
+    r = replica(1)
+    effects = r.handle(TransactionsVerified((tx(1),)), 0)
+    (progress,) = [e for e in effects if isinstance(e, ScheduleTimeout)]
+    r.handle(progress.timeout, 500)  # first expiry: retransmit
+    effects = r.handle(TimeoutFired("progress", 0, 1, r.progress_token or 0), 1000)
+    (vc,) = _sent(effects, ViewChange)
+    assert vc.new_view == 1 and not r.view_active
+    (vct,) = [e for e in effects if isinstance(e, ScheduleTimeout)]
+    assert vct.delay_ms == 1000
+    r.view_changes[1] = {KEYS[i].public_key: (None, b"") for i in (2, 3)}  # f+1 others want a change
+    effects = r.handle(vct.timeout, 2000)
+    assert _sent(effects, ViewChange)[0].new_view == 2
+    assert [e.delay_ms for e in effects if isinstance(e, ScheduleTimeout)] == [2000]
+
+
+def test_new_primary_sends_new_view_and_replicas_accept_it() -> None:
+    # PBFT §4.4: primary of v+1 collects 2f+1 VIEW-CHANGEs and multicasts NEW-VIEW.
+    replicas = [replica(i) for i in range(4)]
+    vcs = []
+    for i in (0, 2, 3):
+        replicas[i].handle(TransactionsVerified((tx(1),)), 0)
+        replicas[i].progress_token and replicas[i].handle(TimeoutFired("progress", 0, 1, replicas[i].progress_token), 500)
+        effects = replicas[i].handle(TimeoutFired("progress", 0, 1, replicas[i].progress_token or 0), 1000)
+        vcs += [e.data for e in effects if isinstance(e, Broadcast) and isinstance(decode_message(e.data), ViewChange)]
+    new_primary = replicas[1]  # primary of view 1
+    out = []
+    for i, data in zip((0, 2, 3), vcs):
+        out += _recv(new_primary, i, data, 1100)
+    nvs = [e.data for e in out if isinstance(e, Broadcast) and isinstance(decode_message(e.data), NewView)]
+    assert len(nvs) == 1 and new_primary.view == 1 and new_primary.view_active
+    _recv(replicas[2], 1, nvs[0], 1200)
+    assert replicas[2].view == 1 and replicas[2].view_active
+
+
+def test_two_conflicting_prepares_from_one_validator_are_reported_as_evidence() -> None:
+    r = replica(1)
+    a, b = block(time=5), block(time=6)
+    _recv(r, 2, prepare(a, 2))
+    effects = _recv(r, 2, prepare(b, 2))
+    (evidence,) = [e for e in effects if isinstance(e, Evidence)]
+    assert evidence.public_key == KEYS[2].public_key and evidence.kind == "prepare"
+    assert r.evidence == [evidence]
+
+
+def test_a_restarted_replica_never_signs_a_conflicting_prepare() -> None:
+    # Double-sign guard: the persisted record survives the restart.
+    r = replica(1)
+    a = block(time=5)
+    effects = _recv(r, 0, proposal(a))
+    saved = [e for e in effects if isinstance(e, Persist)][-1].state
+    restarted = Replica(config(), KEYS[1], restored=PersistedState.decode(saved))
+    restarted.start(20)
+    b = block(time=6)
+    effects = restarted.handle(MessageReceived(KEYS[0].public_key, proposal(b)), 30)
+    assert _sent(effects, Prepare) == []
+
+
+def test_checkpoint_becomes_stable_with_a_quorum_of_matching_digests() -> None:
+    # PBFT §4.3: a checkpoint with 2f+1 matching signed digests is stable.
+    from consensus.messages import Checkpoint, checkpoint_digest
+    from tests.consensus.helpers import signed
+    r = replica(1, checkpoint_interval=1)
+    b = block()
+    for data, i in [(proposal(b), 0), (prepare(b, 2), 2), (prepare(b, 3), 3), (commit(b, 2), 2), (commit(b, 3), 3)]:
+        _recv(r, i, data)
+    assert r.committed == 1
+    effects = r.handle(BlockExecuted(1, b"\x01" * 32, b"\x02" * 32), 40)
+    (cp,) = _sent(effects, Checkpoint)
+    digest = checkpoint_digest(1, b.hash, b"\x01" * 32)
+    assert cp.digest == digest
+    for i in (2, 3):
+        _recv(r, i, signed(Checkpoint(KEYS[i].public_key, 1, digest), KEYS[i]).encode())
+    assert r.stable_checkpoint == 1

@@ -1,0 +1,299 @@
+"""Program contracts and MSSP settlement on the ledger (METHODS.md §1.1, §1.6).
+
+Worked case (ENHANCED, PY2022): B = $100,000,000, E = $95,000,000 → S = $5,000,000,
+r = 5 % ≥ MSR 2.5 % (20,000 assigned, §425.604(b) table), QPS met → FSR 75 %;
+earned = min(5,000,000 × 0.75 × 0.98, 20 % × B) = $3,675,000, split 60 / 40.
+"""
+
+import itertools
+from fractions import Fraction
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from contracts.payments.errors import InvalidSharesError
+from contracts.payments.programs import check_shares, split_by_shares
+from contracts.state import key
+
+from payments_helpers import (
+    CLINIC, HOSPITAL, OTHER_PAYER, OUTSIDER, PAYER, Chain, register_program,
+)
+
+B = 10_000_000_000
+FINAL = "aco1/mssp/2022/final"
+INTERIM = "aco1/mssp/2022/interim"
+
+
+def references(chain):
+    return {name: chain.put(key("attribution", "result", "aco1", name), {"value": name})
+            for name in ("benchmark", "expenditures", "assigned", "quality")}
+
+
+def settlement_body(refs, expenditures, stage="final", score_bps=8_000, met=True, program="aco1"):
+    return {"program_id": program, "stage": stage, "benchmark_cents": B, "benchmark_ref": refs["benchmark"],
+            "expenditures_cents": expenditures, "expenditures_ref": refs["expenditures"],
+            "assigned_beneficiaries": 20_000, "assigned_ref": refs["assigned"],
+            "quality": {"score_bps": score_bps, "met_standard": met}, "quality_ref": refs["quality"]}
+
+
+@pytest.fixture
+def chain():
+    chain = Chain()
+    register_program(chain, "aco1", "mssp", {"track": "EN"}, year=2022)
+    return chain
+
+
+# ------------------------------------------------------------------ registration and signing
+
+
+def test_a_program_is_active_only_once_every_participant_has_signed():
+    chain = Chain()
+    register_program(chain, "aco1", "mssp", {"track": "EN"}, year=2022, sign=False)
+    assert chain.get(key("payment_program", "aco1"))["status"] == "proposed"
+    chain.ok(CLINIC, "program_sign", {"program_id": "aco1"})
+    assert chain.get(key("payment_program", "aco1"))["status"] == "proposed"
+    chain.ok(HOSPITAL, "program_sign", {"program_id": "aco1"})
+    program = chain.get(key("payment_program", "aco1"))
+    assert program["status"] == "active" and program["signed"] == ["clinic", "hospital"]
+
+
+def test_the_registered_parameters_are_explicit_on_the_ledger():
+    chain = Chain()
+    register_program(chain, "aco1", "mssp", {"track": "EN", "sequestration_bps": 0}, year=2022)
+    params = chain.get(key("payment_program", "aco1"))["params"]
+    assert params["max_sharing_rate_bps"] == 7_500
+    assert params["performance_payment_limit_bps"] == 2_000
+    assert (params["loss_rate_floor_bps"], params["loss_rate_cap_bps"]) == (4_000, 7_500)
+    assert params["loss_limit_benchmark_bps"] == 1_500
+    assert params["sequestration_bps"] == 0
+    assert params["quality_rule"] == "gate"
+
+
+def test_signing_twice_and_signing_as_an_outsider_are_refused():
+    chain = Chain()
+    register_program(chain, "aco1", "mssp", {"track": "EN"}, year=2022, sign=False)
+    chain.ok(CLINIC, "program_sign", {"program_id": "aco1"})
+    assert chain.send(CLINIC, "program_sign", {"program_id": "aco1"}).code == "program_state"
+    assert chain.send(OUTSIDER, "program_sign", {"program_id": "aco1"}).code == "not_a_party"
+
+
+@pytest.mark.parametrize("participants", [
+    [["clinic", 6_000], ["hospital", 3_999]],
+    [["clinic", 6_000], ["hospital", 4_001]],
+    [["clinic", 10_000], ["hospital", 0]],
+    [["clinic", 5_000], ["clinic", 5_000]],
+    [],
+    [["clinic", "6000"], ["hospital", 4_000]],
+])
+def test_shares_that_do_not_sum_to_one_hundred_percent_are_refused(participants):
+    chain = Chain()
+    receipt = chain.send(PAYER, "program_register", {"program_id": "p", "type": "mssp", "performance_year": 2022,
+                                                     "params": {"track": "EN"}, "participants": participants})
+    assert receipt.code == "invalid_shares"
+    assert chain.get(key("payment_program", "p")) is None
+
+
+def test_a_participant_not_on_the_ledger_or_the_payer_itself_is_refused():
+    chain = Chain()
+    body = {"program_id": "p", "type": "mssp", "performance_year": 2022, "params": {"track": "EN"}}
+    assert chain.send(PAYER, "program_register", dict(body, participants=[["nobody", 10_000]])).code == "unknown_program"
+    assert chain.send(PAYER, "program_register", dict(body, participants=[["cms", 10_000]])).code == "program_state"
+
+
+def test_bad_program_parameters_are_refused():
+    chain = Chain()
+    body = {"program_id": "p", "type": "mssp", "performance_year": 2022, "participants": [["clinic", 10_000]]}
+    assert not chain.send(PAYER, "program_register", dict(body, params={"track": "Z"})).ok
+    assert not chain.send(PAYER, "program_register", dict(body, params={"track": "EN", "msr_option_bps": 75})).ok
+    assert not chain.send(PAYER, "program_register", dict(body, params={"track": "EN", "max_sharing_rate_bps": 10_001})).ok
+    assert not chain.send(PAYER, "program_register", dict(body, type="pay_for_luck", params={})).ok
+    assert chain.send(CLINIC, "program_register", dict(body, params={"track": "EN"})).code == "not_permitted"
+
+
+def test_a_program_id_cannot_be_registered_twice(chain):
+    receipt = chain.send(PAYER, "program_register", {"program_id": "aco1", "type": "mssp", "performance_year": 2022,
+                                                     "params": {"track": "EN"}, "participants": [["clinic", 10_000]]})
+    assert receipt.code == "program_state"
+
+
+def test_the_order_of_signatures_within_a_block_does_not_change_the_state():
+    results = []
+    for order in itertools.permutations([CLINIC, HOSPITAL]):
+        chain = Chain()
+        register_program(chain, "aco1", "mssp", {"track": "EN"}, year=2022, sign=False)
+        chain.run([chain.tx(signer, "program_sign", {"program_id": "aco1"}) for signer in order])
+        results.append(chain.get(key("payment_program", "aco1")))
+    assert results[0] == results[1] and results[0]["status"] == "active"
+
+
+# ------------------------------------------------------------------ MSSP settlement
+
+
+def test_the_worked_enhanced_savings_case_settles_with_every_intermediate(chain):
+    refs = references(chain)
+    chain.ok(PAYER, "settlement_submit", settlement_body(refs, 9_500_000_000))
+    record = chain.get(key("settlement", FINAL))
+    result = record["result"]
+    assert result["gross_savings_cents"] == 500_000_000
+    assert result["savings_rate"] == [1, 20]
+    assert result["minimum_savings_rate"] == [1, 40]  # 2.5 % at 20,000 assigned
+    assert result["final_sharing_rate"] == [3, 4]
+    assert result["sequestration_cents"] == [7_500_000, 1]
+    assert result["earned_cents"] == 367_500_000
+    assert record["amount_due_cents"] == 367_500_000
+    assert record["references"]["benchmark"] == refs["benchmark"]
+    assert record["parties"] == ["clinic", "cms", "hospital"]
+    assert chain.get(key("payment_program", "aco1", "settlements", "count")) == 1
+
+
+def test_the_worked_enhanced_loss_case_owes_forty_percent(chain):
+    # S = −$5,000,000, r = −5 % ≤ −MLR; LSR = 1 − 0.75 × 0.8 = 40 % (the floor); limit 15 % × B.
+    refs = references(chain)
+    chain.ok(PAYER, "settlement_submit", settlement_body(refs, 10_500_000_000))
+    assert chain.get(key("settlement", FINAL))["amount_due_cents"] == -200_000_000
+    chain.ok(PAYER, "settlement_disburse", {"settlement_id": FINAL})
+    allocations = chain.get(key("disbursement", FINAL))["allocations"]
+    assert allocations == [["clinic", -120_000_000], ["hospital", -80_000_000]]
+
+
+def test_settling_the_same_program_year_and_stage_twice_is_refused_and_changes_nothing(chain):
+    refs = references(chain)
+    chain.ok(PAYER, "settlement_submit", settlement_body(refs, 9_500_000_000))
+    before = chain.snapshot()
+    receipt = chain.send(PAYER, "settlement_submit", settlement_body(refs, 9_000_000_000))
+    assert receipt.code == "already_settled"
+    assert chain.snapshot() == before
+
+
+def test_an_interim_estimate_is_trued_up_by_the_final_settlement(chain):
+    refs = references(chain)
+    chain.ok(PAYER, "settlement_submit", settlement_body(refs, 9_600_000_000, stage="interim"))
+    assert chain.get(key("settlement", INTERIM))["amount_due_cents"] == 294_000_000  # $4M × 0.75 × 0.98
+    chain.ok(PAYER, "settlement_submit", settlement_body(refs, 9_500_000_000))
+    final = chain.get(key("settlement", FINAL))
+    assert final["estimate"] == INTERIM
+    assert final["true_up_cents"] == 73_500_000
+    assert final["amount_due_cents"] == 73_500_000
+
+
+def test_an_interim_after_the_final_is_refused(chain):
+    refs = references(chain)
+    chain.ok(PAYER, "settlement_submit", settlement_body(refs, 9_500_000_000))
+    assert chain.send(PAYER, "settlement_submit", settlement_body(refs, 9_500_000_000, "interim")).code == "program_state"
+
+
+def test_settling_an_unknown_or_unsigned_program_is_refused():
+    chain = Chain()
+    register_program(chain, "aco1", "mssp", {"track": "EN"}, year=2022, sign=False)
+    refs = references(chain)
+    assert chain.send(PAYER, "settlement_submit", settlement_body(refs, 1, program="nope")).code == "unknown_program"
+    assert chain.send(PAYER, "settlement_submit", settlement_body(refs, 1)).code == "program_state"
+
+
+def test_only_the_programs_payer_may_settle_it(chain):
+    refs = references(chain)
+    assert chain.send(OTHER_PAYER, "settlement_submit", settlement_body(refs, 1)).code == "not_a_party"
+    assert chain.send(CLINIC, "settlement_submit", settlement_body(refs, 1)).code == "not_permitted"
+
+
+def test_a_reference_to_a_missing_or_changed_record_is_refused(chain):
+    refs = references(chain)
+    chain.put(key("attribution", "result", "aco1", "quality"), {"value": "revised"})
+    assert chain.send(PAYER, "settlement_submit", settlement_body(refs, 1)).code == "stale_reference"
+    refs["quality"] = {"key": "attribution/none", "hash": bytes(32)}
+    assert chain.send(PAYER, "settlement_submit", settlement_body(refs, 1)).code == "stale_reference"
+
+
+@pytest.mark.parametrize("field,value", [
+    ("expenditures_cents", -1), ("benchmark_cents", -5), ("benchmark_cents", 0),
+    ("assigned_beneficiaries", -3), ("expenditures_cents", 2**63), ("stage", "preliminary"),
+])
+def test_negative_or_malformed_inputs_are_refused(chain, field, value):
+    refs = references(chain)
+    before = chain.snapshot()
+    receipt = chain.send(PAYER, "settlement_submit", dict(settlement_body(refs, 1), **{field: value}))
+    assert not receipt.ok
+    assert chain.snapshot() == before
+
+
+def test_disbursement_splits_by_shares_once(chain):
+    refs = references(chain)
+    chain.ok(PAYER, "settlement_submit", settlement_body(refs, 9_500_000_000))
+    chain.ok(PAYER, "settlement_disburse", {"settlement_id": FINAL})
+    assert chain.get(key("disbursement", FINAL))["allocations"] == [["clinic", 220_500_000], ["hospital", 147_000_000]]
+    assert chain.send(PAYER, "settlement_disburse", {"settlement_id": FINAL}).code == "already_settled"
+    assert chain.send(PAYER, "settlement_disburse", {"settlement_id": "nope"}).code == "unknown_program"
+    assert chain.send(OTHER_PAYER, "settlement_disburse", {"settlement_id": FINAL}).code == "not_a_party"
+
+
+def test_settlements_of_two_programs_in_one_block_do_not_depend_on_their_order():
+    outcomes = []
+    for reverse in (False, True):
+        chain = Chain()
+        register_program(chain, "aco1", "mssp", {"track": "EN"}, year=2022)
+        register_program(chain, "aco2", "mssp", {"track": "EN"}, year=2022, payer=OTHER_PAYER)
+        refs = references(chain)
+        txs = [chain.tx(PAYER, "settlement_submit", settlement_body(refs, 9_500_000_000)),
+               chain.tx(OTHER_PAYER, "settlement_submit", settlement_body(refs, 9_900_000_000, program="aco2"))]
+        receipts = chain.run(txs[::-1] if reverse else txs)
+        assert all(r.ok for r in receipts)
+        outcomes.append(chain.store)
+    assert outcomes[0] == outcomes[1]
+
+
+# ------------------------------------------------------------------ largest-remainder split
+
+
+def test_largest_remainder_gives_the_spare_cent_to_the_largest_remainder_then_the_lower_id():
+    assert split_by_shares(100, [["a", 3_333], ["b", 3_333], ["c", 3_334]]) == [["a", 33], ["b", 33], ["c", 34]]
+    assert split_by_shares(2, [["a", 3_333], ["b", 3_333], ["c", 3_334]]) == [["a", 1], ["b", 0], ["c", 1]]
+    assert split_by_shares(1, [["b", 5_000], ["a", 5_000]]) == [["a", 1], ["b", 0]]
+    assert split_by_shares(-1, [["b", 5_000], ["a", 5_000]]) == [["a", -1], ["b", 0]]
+
+
+def test_check_shares_raises_a_typed_error():
+    with pytest.raises(InvalidSharesError):
+        check_shares([["a", 9_999]])
+
+
+@st.composite
+def shares(draw):
+    n = draw(st.integers(1, 8))
+    cuts = sorted(draw(st.lists(st.integers(1, 9_999), min_size=n - 1, max_size=n - 1, unique=True)))
+    bounds = [0, *cuts, 10_000]
+    return [["org%d" % i, bounds[i + 1] - bounds[i]] for i in range(n)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(amount=st.integers(-10**12, 10**12), parts=shares())
+def test_a_split_is_exact_and_each_part_is_within_a_cent_of_its_share(amount, parts):
+    result = split_by_shares(amount, parts)
+    assert sum(cents for _, cents in result) == amount
+    for (org, cents), (_, bps) in zip(result, sorted(parts)):
+        assert abs(Fraction(cents) - Fraction(amount * bps, 10_000)) < 1
+    assert split_by_shares(amount, parts[::-1]) == result
+
+
+def test_a_loss_estimate_with_a_disaster_share_is_trued_up_against_the_final(chain):
+    # Interim: G = −$5M, LSR 40 % → −$2M, half forgiven (6 of 12 months, all affected) → −$1M.
+    # Final: G = −$4M → −$1.6M, no disaster → true-up −$0.6M.
+    refs = references(chain)
+    interim = dict(settlement_body(refs, 10_500_000_000, "interim"),
+                   disaster={"affected_months": 6, "affected_share_bps": 10_000})
+    chain.ok(PAYER, "settlement_submit", interim)
+    assert chain.get(key("settlement", INTERIM))["amount_due_cents"] == -100_000_000
+    chain.ok(PAYER, "settlement_submit", settlement_body(refs, 10_400_000_000))
+    final = chain.get(key("settlement", FINAL))
+    assert (final["result"]["earned_cents"], final["true_up_cents"]) == (-160_000_000, -60_000_000)
+
+
+def test_a_fixed_msr_option_and_the_wrong_program_type_are_handled():
+    chain = Chain()
+    register_program(chain, "aco1", "mssp", {"track": "EN", "msr_option_bps": 0}, year=2022)
+    register_program(chain, "cap1", "capitation", {"pmpm_cents": 1}, year=2022)
+    assert chain.get(key("payment_program", "aco1"))["params"]["msr_option_bps"] == 0
+    refs = references(chain)
+    chain.ok(PAYER, "settlement_submit", settlement_body(refs, 9_990_000_000))  # r = 0.1 % ≥ MSR 0
+    assert chain.get(key("settlement", FINAL))["amount_due_cents"] == 7_350_000  # $100,000 × 0.75 × 0.98
+    assert chain.send(PAYER, "settlement_submit", settlement_body(refs, 1, program="cap1")).code == "unknown_program"

@@ -1,0 +1,108 @@
+"""The driver's effect order (guard fsync before any send) and sync's checks."""
+
+import json
+import os
+
+import trio
+
+from consensus.effects import Broadcast, Persist, Send
+from consensus.persist import PersistedState
+from ledger.types import CommitCertificate
+from node.driver import Driver, load_guard_state, save_guard_state
+from node.sync import BlockSync
+from tests.node.chain_helpers import next_block, transfer
+
+
+class FakeReplica:
+    def __init__(self, effects):
+        self.effects = effects
+        self.committed = 0
+        self.ahead_height = 0
+        self.ahead_peer = None
+
+    def start(self, now_ms):
+        return list(self.effects)
+
+    def handle(self, event, now_ms):
+        return []
+
+
+class RecordingP2P:
+    def __init__(self, guard_path):
+        self.guard_path = guard_path
+        self.sent = []
+        self.peers = {}
+
+    def on(self, channel, handler):
+        pass
+
+    def peer_keys(self):
+        return []
+
+    def broadcast(self, channel, data, exclude=None):
+        self.sent.append(("broadcast", data, load_guard_state(self.guard_path)))
+
+    def send(self, key, channel, data):
+        self.sent.append(("send", data, load_guard_state(self.guard_path)))
+        return True
+
+
+async def test_the_guard_state_is_on_disk_before_any_later_message_leaves(tmp_path):
+    path = str(tmp_path / "priv_validator_state.json")
+    state = PersistedState(view=7)
+    p2p = RecordingP2P(path)
+    replica = FakeReplica([Persist(state.encode()), Broadcast(b"vote"), Send(b"k" * 32, b"reply")])
+    driver = Driver(replica, p2p, executor=None, sync=None, guard_path=path)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            nursery.cancel_scope.cancel()
+    assert [kind for kind, _, _ in p2p.sent] == ["broadcast", "send"]
+    assert all(saved == state for _, _, saved in p2p.sent)
+    assert json.load(open(path))["format"].startswith("careledger/")
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+
+
+def test_a_corrupt_guard_file_refuses_to_load(tmp_path):
+    import pytest
+
+    from consensus.errors import ConsensusError
+    path = str(tmp_path / "guard.json")
+    save_guard_state(path, PersistedState(view=3).encode())
+    assert load_guard_state(path).view == 3
+    with open(path, "w") as handle:
+        handle.write("{not json")
+    with pytest.raises(ConsensusError):
+        load_guard_state(path)
+    assert load_guard_state(str(tmp_path / "missing.json")) is None
+
+
+class NoP2P:
+    def on(self, channel, handler):
+        pass
+
+
+def chain(length):
+    blocks, prev = [], None
+    for height in range(1, length + 1):
+        block, cert = next_block(prev, height, [transfer(height)])
+        blocks.append((block, cert))
+        prev = block
+    return blocks
+
+
+def test_sync_keeps_the_valid_prefix_of_a_response():
+    sync = BlockSync(NoP2P(), store=None)
+    blocks = chain(4)
+    wire = [[b.to_wire(), c.to_wire()] for b, c in blocks]
+    assert [b.height for b, _ in sync._check(wire, 1)] == [1, 2, 3, 4]
+    assert sync._check(wire, 2) == []  # does not start where we asked
+    broken = wire[:2] + [wire[3]]  # a gap at height 3
+    assert [b.height for b, _ in sync._check(broken, 1)] == [1, 2]
+    wrong_cert = list(wire)
+    wrong_cert[1] = [wire[1][0], CommitCertificate(2, 0, bytes(32), ()).to_wire()]
+    assert [b.height for b, _ in sync._check(wrong_cert, 1)] == [1]
+    tampered_txs = list(wire)
+    tampered_txs[2] = [[wire[2][0][0], wire[1][0][1]], wire[2][1]]  # txs do not match tx_root
+    assert [b.height for b, _ in sync._check(tampered_txs, 1)] == [1, 2]
+    assert sync._check([b"garbage"], 1) == [] and sync.counters["bad_blocks"] == 5

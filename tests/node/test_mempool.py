@@ -1,0 +1,135 @@
+"""The mempool: each rejection reason, dedup, bounds, per-account nonce order."""
+
+import pytest
+import trio
+
+from ledger.crypto import PrivateKey
+from ledger.types import Tx
+from node.mempool import Mempool, MempoolConfig
+from node.service import TxRejected
+
+CHAIN = "careledger-test"
+ALICE = PrivateKey(b"a" * 32)
+BOB = PrivateKey(b"b" * 32)
+
+
+def tx(key=ALICE, nonce=1, chain=CHAIN, body=None):
+    return Tx(chain, key.public_key, nonce, "transfer", body or {"amount": 1}).signed(key)
+
+
+class Harness:
+    def __init__(self, **config):
+        self.committed = {}
+        self.ready = []
+        self.admitted = []
+        self.pool = Mempool(CHAIN, lambda sender: self.committed.get(sender, 0), MempoolConfig(**config),
+                            on_ready=self.ready.extend,
+                            on_admitted=lambda t, raw, source: self.admitted.append(t))
+
+
+@pytest.fixture
+async def harness(nursery):
+    h = Harness(max_txs=8, max_bytes=100_000, nonce_window=4)
+    await nursery.start(h.pool.run)
+    return h
+
+
+async def reject_reason(pool, raw):
+    with pytest.raises(TxRejected) as info:
+        with trio.fail_after(5):
+            await pool.submit(raw)
+    return info.value.reason
+
+
+async def test_a_valid_tx_is_admitted_and_released(harness):
+    t = tx()
+    with trio.fail_after(5):
+        assert await harness.pool.submit(t.encode()) == t
+    assert t.hash in harness.pool and harness.ready == [t] and harness.admitted == [t]
+
+
+async def test_every_rejection_reason_is_reported_and_counted(harness):
+    pool = harness.pool
+    assert await reject_reason(pool, b"\xc1garbage") == "malformed"
+    assert await reject_reason(pool, bytes(70_000)) == "oversize"
+    assert await reject_reason(pool, tx(chain="other-chain").encode()) == "wrong_chain"
+    bad = Tx(CHAIN, ALICE.public_key, 1, "transfer", {"amount": 1}, signature=BOB.sign("tx", CHAIN, b"x"))
+    assert await reject_reason(pool, bad.encode()) == "bad_signature"
+    harness.committed[ALICE.public_key] = 3
+    assert await reject_reason(pool, tx(nonce=3).encode()) == "nonce_too_old"
+    assert await reject_reason(pool, tx(nonce=8).encode()) == "nonce_too_far"
+    with trio.fail_after(5):
+        await pool.submit(tx(nonce=4).encode())
+    assert await reject_reason(pool, tx(nonce=4).encode()) == "duplicate"
+    assert await reject_reason(pool, tx(nonce=4, body={"amount": 2}).encode()) == "nonce_taken"
+    assert dict(pool.rejected) == {
+        "malformed": 1, "oversize": 1, "wrong_chain": 1, "bad_signature": 1, "nonce_too_old": 1,
+        "nonce_too_far": 1, "duplicate": 1, "nonce_taken": 1,
+    }
+
+
+async def test_the_pool_is_bounded_by_count(harness):
+    keys = [PrivateKey(bytes([i + 1]) * 32) for i in range(9)]
+    with trio.fail_after(5):
+        for key in keys[:8]:
+            await harness.pool.submit(tx(key).encode())
+    assert await reject_reason(harness.pool, tx(keys[8]).encode()) == "mempool_full"
+    assert len(harness.pool) == 8
+
+
+async def test_the_pool_is_bounded_by_bytes(nursery):
+    h = Harness(max_txs=100, max_bytes=300)
+    await nursery.start(h.pool.run)
+    with trio.fail_after(5):
+        await h.pool.submit(tx(nonce=1).encode())
+    assert await reject_reason(h.pool, tx(nonce=2, body={"pad": "x" * 200}).encode()) == "mempool_full"
+
+
+async def test_concurrent_duplicates_are_verified_once(harness):
+    t = tx()
+    results = []
+
+    async def submit():
+        try:
+            results.append(await harness.pool.submit(t.encode()))
+        except TxRejected as exc:
+            results.append(exc.reason)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(submit)
+    assert sorted(map(str, results)).count("duplicate") == 2 and len(harness.pool) == 1
+
+
+async def test_txs_are_released_in_nonce_order_per_account(harness):
+    t1, t2, t3 = (tx(nonce=n) for n in (1, 2, 3))
+    with trio.fail_after(5):
+        await harness.pool.submit(t3.encode())
+        await harness.pool.submit(t2.encode())
+        assert harness.ready == []  # nonce 1 is missing: hold 2 and 3 back
+        await harness.pool.submit(t1.encode())
+    assert harness.ready == [t1, t2, t3]
+
+
+async def test_committed_txs_leave_the_pool_and_unblock_later_nonces(harness):
+    t1, t2, t3 = (tx(nonce=n) for n in (1, 2, 3))
+    with trio.fail_after(5):
+        await harness.pool.submit(t1.encode())
+        await harness.pool.submit(t3.encode())
+    assert harness.ready == [t1]
+    # another node's block committed nonces 1 and 2
+    harness.committed[ALICE.public_key] = 2
+    harness.pool.remove_committed([t1, t2])
+    assert t1.hash not in harness.pool and harness.ready == [t1, t3]
+    assert harness.pool.bytes == len(t3.encode())
+
+
+async def test_gossiped_txs_are_queued_without_waiting(harness):
+    t = tx(BOB)
+    assert harness.pool.submit_nowait(t.encode(), source=b"p" * 32)
+    assert not harness.pool.submit_nowait(t.encode())  # in flight: duplicate
+    with trio.fail_after(5):
+        while t.hash not in harness.pool:
+            await trio.testing.wait_all_tasks_blocked()
+    assert harness.pool.gossip_rejected["duplicate"] == 1 and not harness.pool.rejected

@@ -1,0 +1,544 @@
+"""Deterministic cluster simulator for the pure PBFT replicas.
+
+One seed drives everything (`random.Random(seed)`): virtual clock, network
+(delay, loss, duplication, reordering, partitions forming and healing, one-way
+links), crashes and restarts with a disk that loses unsynced block writes, and
+byzantine behaviour (Twins, equivocating primary, silent replica, garbage and
+replayed messages). Invariants are checked at every commit; the same seed
+replays byte for byte (`Result.trace_hash`).
+
+Used by `tests/simulation/` and `scripts/simulate.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from consensus.config import ConsensusConfig
+from consensus.effects import Broadcast, Commit, Evidence, FetchBlocks, Persist, ScheduleTimeout, Send
+from consensus.errors import ConsensusError
+from consensus.inputs import BlockExecuted, BlocksFetched, MessageReceived, TimeoutFired, TransactionsVerified
+from consensus.messages import CommitVote, Decided, NewView, Prepare, Proposal, ViewChange, Checkpoint, decode_message
+from consensus.persist import ChainTip, PersistedState
+from consensus.replica import Replica
+from consensus.history import History
+from ledger import codec
+from ledger.crypto import PrivateKey, is_valid
+from ledger.hashing import sha256
+from ledger.types import Block, Tx, Validator, ValidatorSet
+
+CHAIN_ID = "careledger-sim"
+FAULT_MODES = ("none", "crash", "network", "byzantine", "all")
+
+_VERIFY_CACHE: dict[tuple[bytes, str, str, bytes, bytes], bool] = {}
+
+
+def cached_verify(public_key: bytes, kind: str, chain_id: str, payload: bytes, signature: bytes) -> bool:
+    """`ledger.crypto.is_valid`, memoised (verification is a pure function)."""
+    key = (public_key, kind, chain_id, payload, signature)
+    hit = _VERIFY_CACHE.get(key)
+    if hit is None:
+        if len(_VERIFY_CACHE) > 300_000:
+            _VERIFY_CACHE.clear()
+        hit = _VERIFY_CACHE[key] = is_valid(public_key, kind, chain_id, payload, signature)
+    return hit
+
+
+def validator_key(index: int) -> PrivateKey:
+    return PrivateKey(sha256(b"careledger-sim-validator-%d" % index))
+
+
+CLIENT_KEYS = [PrivateKey(sha256(b"careledger-sim-client-%d" % i)) for i in range(4)]
+
+
+@dataclass
+class Disk:
+    """A node's disk: consensus state is fsync'd; block writes are synced lazily."""
+
+    state: bytes | None = None
+    blocks: list[tuple[Block, Any, bytes, bytes]] = field(default_factory=list)  # block, cert, app, receipts
+    synced: int = 0
+
+    def crash(self) -> int:
+        """Lose unsynced writes; a block without its execution results was never written
+        (the node stores block, certificate and state in one batch)."""
+        keep = self.synced
+        while keep and self.blocks[keep - 1][2] == b"":
+            keep -= 1
+        lost = len(self.blocks) - keep
+        del self.blocks[keep:]
+        self.synced = keep
+        return lost
+
+
+@dataclass
+class Node:
+    index: int
+    key: PrivateKey
+    honest: bool
+    replica: Replica | None = None
+    alive: bool = True
+    incarnation: int = 0
+    disk: Disk = field(default_factory=Disk)
+    committed: list[bytes] = field(default_factory=list)  # block hashes from height 1 (this incarnation's view of the chain)
+    tx_seen: set[bytes] = field(default_factory=set)
+    silent: bool = False
+    equivocate: bool = False
+
+
+@dataclass
+class Result:
+    seed: int
+    heights: int
+    messages: int
+    faults: int
+    checks: int
+    violations: list[str]
+    events: int
+    virtual_ms: int
+    trace_hash: str
+    longest_view_change_ms: int
+
+
+class Simulation:
+    def __init__(self, seed: int, validators: int = 4, heights: int = 20, faults: str = "all",
+                 quorum_override: int | None = None, heal_after_ms: int = 8_000,
+                 progress_bound_ms: int = 120_000, scenario: str | None = None,
+                 checkpoint_interval: int = 5) -> None:
+        if faults not in FAULT_MODES:
+            raise ValueError("faults must be one of %s" % (FAULT_MODES,))
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.n = validators
+        self.f = (validators - 1) // 3
+        self.target = heights
+        self.faults_mode = faults
+        self.heal_at = heal_after_ms if faults != "none" else 0
+        self.deadline = self.heal_at + progress_bound_ms
+        self.scenario = scenario
+        rng = self.rng
+        self.vset = ValidatorSet(tuple(Validator("v%d" % i, validator_key(i).public_key) for i in range(validators)))
+        self.config = ConsensusConfig(
+            CHAIN_ID, self.vset, genesis_app_hash=sha256(b"genesis"), max_batch_txs=rng.choice([1, 4, 16]),
+            batch_timeout_ms=rng.choice([5, 20, 50]), pipeline_window=4, checkpoint_interval=checkpoint_interval,
+            base_timeout_ms=rng.choice([300, 500, 800]), max_timeout_ms=4_000, fetch_timeout_ms=400,
+            quorum_override=quorum_override,
+        )
+        byz = faults in ("byzantine", "all")
+        self.byzantine_mode = rng.choice(["twins", "equivocate", "silent", "twins"]) if byz else None
+        if scenario == "twin-primary":
+            self.byzantine_mode = "twins"
+        self.nodes: list[Node] = [Node(i, validator_key(i), True) for i in range(validators)]
+        self.byzantine_keys: set[bytes] = set()
+        if self.byzantine_mode == "twins":
+            twin_of = 0 if scenario == "twin-primary" else rng.randrange(validators)
+            self.nodes[twin_of].honest = False
+            self.nodes.append(Node(validators, validator_key(twin_of), False))
+            self.byzantine_keys.add(validator_key(twin_of).public_key)
+            self.twins = (twin_of, validators)
+        elif self.byzantine_mode in ("equivocate", "silent"):
+            bad = rng.randrange(validators)
+            self.nodes[bad].honest = False
+            self.nodes[bad].silent = self.byzantine_mode == "silent"
+            self.nodes[bad].equivocate = self.byzantine_mode == "equivocate"
+            self.byzantine_keys.add(self.nodes[bad].key.public_key)
+        self.net_faults = faults in ("network", "all")
+        self.crash_faults = faults in ("crash", "all")
+        self.loss = rng.choice([0.0, 0.01, 0.05]) if self.net_faults else 0.0
+        self.dup = rng.choice([0.0, 0.02, 0.1]) if self.net_faults else 0.0
+        self.delay_mean = rng.choice([5, 20, 60]) if self.net_faults else 10
+        self.blocked: set[tuple[int, int]] = set()
+        self.queue: list[tuple[int, int, str, Any]] = []
+        self.seq = 0
+        self.now = 0
+        self.messages = 0
+        self.faults = 0
+        self.checks = 0
+        self.events = 0
+        self.violations: list[str] = []
+        self.canonical: dict[int, bytes] = {}
+        self.app_roots: dict[int, bytes] = {}
+        self.signed_by_honest: dict[tuple[bytes, str, int, int], bytes] = {}
+        self.captured: list[bytes] = []
+        self.trace = hashlib.sha256()
+        self.tx_counter = 0
+        self.committed_txs: dict[bytes, int] = {}
+        self.view_change_started: int | None = None
+        self.longest_view_change = 0
+        self.quiet = False
+
+    # ----------------------------------------------------------- scheduling
+
+    def push(self, at: int, kind: str, payload: Any) -> None:
+        self.seq += 1
+        heapq.heappush(self.queue, (at, self.seq, kind, payload))
+
+    def honest_nodes(self) -> list[Node]:
+        return [n for n in self.nodes if n.honest]
+
+    # ------------------------------------------------------------- running
+
+    def run(self) -> Result:
+        for node in self.nodes:
+            self.boot(node)
+        self.push(0, "tx", None)
+        if self.heal_at:
+            self.plan_faults()
+        try:
+            while self.queue and not self.violations:
+                at, _, kind, payload = heapq.heappop(self.queue)
+                if at > self.deadline:
+                    break
+                self.now = at
+                self.events += 1
+                self.trace.update(b"%d:%s;" % (at, kind.encode()))
+                self.dispatch(kind, payload)
+                if self.now >= self.heal_at and self.done():
+                    break
+        except ConsensusError as exc:
+            self.violations.append("replica raised %s: %s" % (type(exc).__name__, exc))
+        if not self.violations and not self.done():
+            low = min([len(n.committed) for n in self.honest_nodes() if n.alive] or [0])
+            self.violations.append("no progress: lowest honest height %d < %d by %d ms (healed at %d)"
+                                   % (low, self.target, self.now, self.heal_at))
+        self.final_checks()
+        return Result(self.seed, min(len(n.committed) for n in self.honest_nodes()), self.messages,
+                      self.faults, self.checks, self.violations, self.events, self.now,
+                      self.trace.hexdigest(), self.longest_view_change)
+
+    def done(self) -> bool:
+        """Every live honest node reached the target (nodes crashed for good, as in the
+        primary-crash scenario, are faulty from then on)."""
+        live = [n for n in self.honest_nodes() if n.alive]
+        return len(live) >= self.n - self.f - (0 if self.byzantine_mode is None else 1) and \
+            all(len(n.committed) >= self.target for n in live)
+
+    def dispatch(self, kind: str, payload: Any) -> None:
+        if kind == "deliver":
+            dst, src_key, data, inc = payload
+            node = self.nodes[dst]
+            if node.alive and node.incarnation == inc:
+                self.messages += 1
+                self.feed(node, MessageReceived(src_key, data))
+        elif kind == "timeout":
+            idx, inc, timeout = payload
+            node = self.nodes[idx]
+            if node.alive and node.incarnation == inc:
+                self.feed(node, timeout)
+        elif kind == "execute":
+            idx, inc, height = payload
+            node = self.nodes[idx]
+            if node.alive and node.incarnation == inc:
+                self.execute(node, height)
+        elif kind == "fetched":
+            idx, inc, event = payload
+            node = self.nodes[idx]
+            if node.alive and node.incarnation == inc:
+                self.feed(node, event)
+        elif kind == "tx":
+            self.make_tx()
+        elif kind == "crash":
+            self.crash(self.nodes[payload])
+        elif kind == "restart":
+            self.restart(self.nodes[payload])
+        elif kind == "partition":
+            self.blocked = payload
+            self.faults += 1
+        elif kind == "garbage":
+            self.inject_garbage()
+
+    # ---------------------------------------------------------------- nodes
+
+    def boot(self, node: Node) -> None:
+        disk = node.disk
+        restored = PersistedState.decode(disk.state) if disk.state is not None else None
+        tip = None
+        if disk.blocks:
+            history = History.from_hashes([b.hash for b, _, _, _ in disk.blocks])
+            block, cert, app, receipts = disk.blocks[-1]
+            txs = frozenset(tx.hash for b, _, _, _ in disk.blocks for tx in b.txs)
+            tip = ChainTip(block.height, block.hash, block.header.time, history, app, receipts, cert,
+                           (), txs)
+        node.replica = Replica(self.config, node.key, restored=restored, last_commit=tip, verifier=cached_verify)
+        node.committed = [b.hash for b, _, _, _ in disk.blocks]
+        node.tx_seen = {tx.hash for b, _, _, _ in disk.blocks for tx in b.txs}
+        node.alive = True
+        self.perform(node, node.replica.start(self.now))
+        # the mempool re-gossips what it holds after a restart
+        pending = [tx for tx in self.all_txs if tx.hash not in node.tx_seen] if hasattr(self, "all_txs") else []
+        if pending:
+            self.feed(node, TransactionsVerified(tuple(pending[-200:])))
+
+    def feed(self, node: Node, event: Any) -> None:
+        assert node.replica is not None
+        before = node.replica.counters.get("view_changes_started", 0)
+        self.perform(node, node.replica.handle(event, self.now))
+        if node.honest and self.view_change_started is None and \
+                node.replica.counters.get("view_changes_started", 0) > before:
+            self.view_change_started = self.now
+
+    def perform(self, node: Node, effects: list[Any]) -> None:
+        for effect in effects:
+            if isinstance(effect, Persist):
+                node.disk.state = effect.state
+                node.disk.synced = len(node.disk.blocks)  # fsync flushes earlier writes too
+            elif isinstance(effect, Broadcast):
+                self.on_send(node, None, effect.data)
+            elif isinstance(effect, Send):
+                self.on_send(node, effect.to_public_key, effect.data)
+            elif isinstance(effect, Commit):
+                self.on_commit(node, effect)
+            elif isinstance(effect, ScheduleTimeout):
+                self.push(self.now + effect.delay_ms, "timeout", (node.index, node.incarnation, effect.timeout))
+            elif isinstance(effect, FetchBlocks):
+                self.on_fetch(node, effect)
+            elif isinstance(effect, Evidence):
+                if effect.public_key not in self.byzantine_keys and not self.quorum_weakened():
+                    self.violations.append("evidence against honest validator %s" % effect.public_key.hex()[:8])
+
+    def quorum_weakened(self) -> bool:
+        return self.config.quorum_override is not None
+
+    # -------------------------------------------------------------- network
+
+    def link_up(self, src: int, dst: int) -> bool:
+        return (src, dst) not in self.blocked
+
+    def on_send(self, node: Node, to: bytes | None, data: bytes) -> None:
+        if node.honest:
+            self.check_no_double_sign(node, data)
+        if node.silent:
+            return
+        if node.equivocate and to is None and data[:2] != b"" and self.is_proposal(data):
+            self.equivocate(node, data)
+            return
+        if len(self.captured) < 500 and self.rng.random() < 0.05:
+            self.captured.append(data)
+        for other in self.nodes:
+            if other is node or (to is not None and other.key.public_key != to):
+                continue
+            self.transmit(node, other, data)
+
+    def is_proposal(self, data: bytes) -> bool:
+        try:
+            return isinstance(decode_message(data), Proposal)
+        except Exception:  # noqa: BLE001 - simulator inspecting its own traffic
+            return False
+
+    def transmit(self, src: Node, dst: Node, data: bytes) -> None:
+        if not self.link_up(src.index, dst.index):
+            return
+        rng = self.rng
+        copies = 1
+        if self.now < self.heal_at:
+            if rng.random() < self.loss:
+                return
+            if rng.random() < self.dup:
+                copies = 2
+        for _ in range(copies):
+            delay = 1 + int(rng.expovariate(1.0 / self.delay_mean))
+            self.push(self.now + delay, "deliver", (dst.index, src.key.public_key, data, dst.incarnation))
+
+    def equivocate(self, node: Node, data: bytes) -> None:
+        """Byzantine primary: a second block for the same (view, height) to half the nodes."""
+        p = decode_message(data)
+        assert isinstance(p, Proposal)
+        header = replace(p.block.header, time=p.block.header.time + 1)
+        other = Proposal(p.sender, p.view, p.height, Block(header, p.block.txs))
+        other = replace(other, signature=node.key.sign("proposal", CHAIN_ID, other.payload()))
+        alt = other.encode()
+        for i, dst in enumerate(n for n in self.nodes if n is not node):
+            self.transmit(node, dst, data if i % 2 == 0 else alt)
+
+    def inject_garbage(self) -> None:
+        rng = self.rng
+        dst = rng.choice(self.nodes)
+        choice = rng.random()
+        if choice < 0.4 or not self.captured:
+            data = bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 200)))
+        elif choice < 0.7:
+            data = rng.choice(self.captured)  # replay
+        else:
+            raw = bytearray(rng.choice(self.captured))
+            raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)  # bit flip
+            data = bytes(raw)
+        self.faults += 1
+        self.push(self.now + 1, "deliver", (dst.index, rng.choice(self.nodes).key.public_key, data, dst.incarnation))
+        if self.now < self.heal_at:
+            self.push(self.now + rng.randrange(20, 300), "garbage", None)
+
+    # ------------------------------------------------------------- invariants
+
+    def check_no_double_sign(self, node: Node, data: bytes) -> None:
+        try:
+            msg = decode_message(data)
+        except Exception:  # noqa: BLE001
+            return
+        if isinstance(msg, Decided):
+            return
+        if isinstance(msg, (Proposal, Prepare, CommitVote)):
+            digest, view, height = (msg.block_hash, msg.view, msg.height)
+        elif isinstance(msg, Checkpoint):
+            digest, view, height = msg.digest, 0, msg.height
+        elif isinstance(msg, ViewChange):
+            digest, view, height = sha256(data), msg.new_view, 0
+        elif isinstance(msg, NewView):
+            digest, view, height = sha256(data), msg.view, 0
+        else:
+            return
+        if msg.sender != node.key.public_key:
+            return
+        key = (msg.sender, msg.KIND, view, height)
+        self.checks += 1
+        seen = self.signed_by_honest.setdefault(key, digest)
+        if seen != digest:
+            self.violations.append("honest double-sign by %d: %s view %d height %d" % (node.index, msg.KIND, view, height))
+
+    def on_commit(self, node: Node, effect: Commit) -> None:
+        block, cert = effect.block, effect.certificate
+        height = block.height
+        self.checks += 1
+        if height != len(node.committed) + 1:
+            self.violations.append("node %d committed height %d after %d" % (node.index, height, len(node.committed)))
+            return
+        node.committed.append(block.hash)
+        node.disk.blocks.append((block, cert, b"", b""))
+        if node.honest:
+            first = self.canonical.setdefault(height, block.hash)
+            if first != block.hash:
+                self.violations.append("agreement: height %d has two blocks (node %d)" % (height, node.index))
+            for tx in block.txs:
+                self.checks += 1
+                if not cached_verify(tx.sender, "tx", tx.chain_id, tx.signing_payload(), tx.signature):
+                    self.violations.append("validity: unsigned tx committed at %d" % height)
+                if tx.hash in node.tx_seen:
+                    self.violations.append("validity: tx committed twice on node %d" % node.index)
+                node.tx_seen.add(tx.hash)
+        if self.view_change_started is not None and node.honest:
+            self.longest_view_change = max(self.longest_view_change, self.now - self.view_change_started)
+            self.view_change_started = None
+        self.push(self.now + self.rng.randrange(1, 5), "execute", (node.index, node.incarnation, height))
+
+    def execute(self, node: Node, height: int) -> None:
+        block, cert, _, _ = node.disk.blocks[height - 1] if height <= len(node.disk.blocks) else (None, None, 0, 0)
+        if block is None:
+            return
+        prev = node.disk.blocks[height - 2][2] if height > 1 else self.config.genesis_app_hash
+        app = sha256(prev + b"".join(tx.hash for tx in block.txs))
+        receipts = sha256(b"receipts" + block.hash)
+        node.disk.blocks[height - 1] = (block, cert, app, receipts)
+        if height % 3 == 0:
+            node.disk.synced = len(node.disk.blocks)
+        if node.honest:
+            self.checks += 1
+            first = self.app_roots.setdefault(height, app)
+            if first != app:
+                self.violations.append("state roots differ at height %d" % height)
+        self.feed(node, BlockExecuted(height, app, receipts))
+
+    def final_checks(self) -> None:
+        honest = self.honest_nodes()
+        for node in honest:
+            for h, block_hash in enumerate(node.committed, 1):
+                self.checks += 1
+                if self.canonical.get(h) not in (None, block_hash):
+                    self.violations.append("agreement (final): node %d height %d" % (node.index, h))
+
+    # ---------------------------------------------------------------- faults
+
+    def plan_faults(self) -> None:
+        rng = self.rng
+        if self.net_faults or self.byzantine_mode == "twins":
+            t = rng.randrange(100, 1500)
+            while t < self.heal_at - 500:
+                self.push(t, "partition", self.random_partition())
+                t += rng.randrange(300, 2500)
+            self.push(self.heal_at, "partition", set())
+        if self.crash_faults:
+            for _ in range(rng.randrange(1, 4)):
+                victim = rng.randrange(len(self.nodes))
+                at = rng.randrange(100, self.heal_at - 1500)
+                self.push(at, "crash", victim)
+                self.push(at + rng.randrange(200, 1400), "restart", victim)
+        if self.byzantine_mode is not None:
+            self.push(rng.randrange(10, 500), "garbage", None)
+        if self.scenario == "primary-crash":
+            self.push(700, "crash", 0)
+        if self.scenario == "restart-all":
+            for node in self.nodes:
+                self.push(900, "crash", node.index)
+                self.push(1300 + 10 * node.index, "restart", node.index)
+
+    def random_partition(self) -> set[tuple[int, int]]:
+        rng = self.rng
+        idx = list(range(len(self.nodes)))
+        rng.shuffle(idx)
+        if self.byzantine_mode == "twins" and rng.random() < 0.7:
+            a, b = self.twins
+            side_a = {a} | set(rng.sample([i for i in idx if i not in (a, b)], (len(idx) - 2) // 2))
+        else:
+            mode = rng.choice(["isolate", "split", "none"])
+            if mode == "none":
+                return set()
+            side_a = {idx[0]} if mode == "isolate" else set(idx[: len(idx) // 2])
+        side_b = set(idx) - side_a
+        one_way = rng.random() < 0.3
+        blocked = {(x, y) for x in side_a for y in side_b}
+        if not one_way:
+            blocked |= {(y, x) for x in side_a for y in side_b}
+        return blocked
+
+    def crash(self, node: Node) -> None:
+        if not node.alive:
+            return
+        node.alive = False
+        node.incarnation += 1
+        self.faults += 1
+        node.disk.crash()
+
+    def restart(self, node: Node) -> None:
+        if node.alive:
+            return
+        node.incarnation += 1
+        self.boot(node)
+
+    # ------------------------------------------------------------------ load
+
+    def make_tx(self) -> None:
+        if not hasattr(self, "all_txs"):
+            self.all_txs: list[Tx] = []
+        if self.done() and self.now >= self.heal_at:
+            return
+        rng = self.rng
+        key = CLIENT_KEYS[rng.randrange(len(CLIENT_KEYS))]
+        self.tx_counter += 1
+        tx = Tx(CHAIN_ID, key.public_key, self.tx_counter, "claim.submit", {"amount": rng.randrange(1, 10_000)}).signed(key)
+        self.all_txs.append(tx)
+        for node in self.nodes:
+            if self.now < self.heal_at and self.net_faults and rng.random() < 0.1:
+                continue  # gossip missed this node; the primary may be the one censoring
+            if node.alive:
+                self.feed(node, TransactionsVerified((tx,)))
+        self.push(self.now + rng.randrange(5, 60), "tx", None)
+
+    # -------------------------------------------------------------- catch-up
+
+    def on_fetch(self, node: Node, effect: FetchBlocks) -> None:
+        peers = [n for n in self.nodes if n.key.public_key == effect.peer and n.alive]
+        if not peers:
+            return
+        peer = peers[0]
+        if not (self.link_up(node.index, peer.index) and self.link_up(peer.index, node.index)):
+            return
+        blocks = tuple((b, c) for b, c, _, _ in peer.disk.blocks[effect.from_height - 1: effect.to_height][:64])
+        if blocks:
+            self.push(self.now + 2 * self.delay_mean, "fetched",
+                      (node.index, node.incarnation, BlocksFetched(peer.key.public_key, blocks)))
+
+
+def run_seed(seed: int, **kwargs: Any) -> Result:
+    return Simulation(seed, **kwargs).run()
