@@ -92,17 +92,23 @@ class LightObserver:
         try:
             proof = history_proof(self.runtime.block_hashes(height - 1), trusted.height, height)
             header = block.header
+            leaves = [tx.encode() for tx in block.txs]
+            receipts = [r.encode() for r in (self.runtime.store.receipts(height - 1) or [])] if height > 1 else []
+            # whole-block checks first, so a header is never trusted with contents that fail
+            if merkle.root(leaves) != header.tx_root:
+                raise LightClientError("transaction inclusion: the block's transactions do not match tx_root")
+            if height > 1 and merkle.root(receipts) != header.receipts_root:
+                raise LightClientError("receipt inclusion: block %d's receipts do not match receipts_root"
+                                       % (height - 1))
             next_set = None
             if header.next_validators_hash != header.validators_hash:
                 next_set = self.runtime.replica.validators_for(height + 1)
             self.client.verify_header(header, certificate, self.clock(), proof, next_set)
-            leaves = [tx.encode() for tx in block.txs]
             for index, leaf in enumerate(leaves):
                 self.client.verify_tx_inclusion(header, leaf, index, len(leaves),
                                                 merkle.inclusion_proof(leaves, index))
             self.verified_txs += len(leaves)
             if height > 1:
-                receipts = [r.encode() for r in (self.runtime.store.receipts(height - 1) or [])]
                 for index, leaf in enumerate(receipts):
                     self.client.verify_receipt(header, leaf, index, len(receipts),
                                                merkle.inclusion_proof(receipts, index))

@@ -21,7 +21,7 @@ from typing import Any
 from ledger.types import Tx
 
 from contracts.engine import REGISTRY, BlockContext
-from contracts.errors import AlreadyExists, Conflict, InvalidValue, NotFound, NotPermitted
+from contracts.errors import AlreadyExists, Conflict, InvalidValue, NotFound
 from contracts.governance import require_org, sender_account
 from contracts.state import StateView, key
 
@@ -77,8 +77,8 @@ def handle_pa_decide(state: StateView, tx: Tx, ctx: BlockContext) -> None:
 
     Body: auth_id, decision ("approved" | "denied"), reason (code), and when
     approved: units (≤ requested), valid_from, valid_to.
-    Raises MalformedTx, InvalidValue, NotFound, NotPermitted (another payer's
-    request), Conflict (already decided).
+    Raises MalformedTx, InvalidValue, NotFound (no such request at the sender
+    payer: another payer's request is invisible to it), Conflict (already decided).
     """
     payer = sender_account(state, tx)["org"]
     body = tx.body
@@ -88,8 +88,6 @@ def handle_pa_decide(state: StateView, tx: Tx, ctx: BlockContext) -> None:
     record: dict[str, Any] | None = state.get(auth_key(payer, auth_id))
     if record is None:
         raise NotFound("no authorisation request %s at %s" % (auth_id, payer))
-    if record["payer"] != payer:
-        raise NotPermitted("only the member's payer decides")
     if record["status"] != "pending":
         raise Conflict("authorisation %s is already %s" % (auth_id, record["status"]))
     update: dict[str, Any] = {"status": decision, "reason": reason, "decided_at_ms": ctx.time_ms,

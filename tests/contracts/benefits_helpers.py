@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from contracts.benefits.adjudicate import adjudication_key
 from contracts.benefits.coverage import Coverage
 from contracts.engine import Receipt
 from tests.contracts.helpers import Chain, admin, npi, patient
@@ -94,8 +95,6 @@ def ppo_world(*members: str, **plan: Any) -> Chain:
 def adjudicate(chain: Chain, payer: str, body: dict[str, Any]) -> dict[str, Any]:
     """Adjudicate and return the stored record (asserts the tx succeeded)."""
     chain.ok(admin(payer), "benefit_adjudicate", body)
-    from contracts.benefits.adjudicate import adjudication_key
-
     return chain.get(adjudication_key(payer, body["claim_id"], body["line"]))
 
 

@@ -5,6 +5,8 @@ through `apply_block`."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from contracts.benefits import secondary
 from contracts.benefits.accumulators import individual_key
@@ -272,3 +274,21 @@ def test_a_secondary_after_a_primary_denial_pays_its_normal_benefit():
     second = adjudicate(chain, "cms", line_body("c1", plan_id="spouse-ppo", category="imaging", allowed=20_000))
     # nothing paid before it: its normal benefit, all $200 to the deductible
     assert (second["status"], second["rank"], second["paid_cents"], second["member_cents"]) == ("paid", 2, 0, 20_000)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["office", "surgery", "pt"]), st.integers(0, 300_000)),
+                min_size=1, max_size=8),
+       st.sampled_from(["standard", "carve_out", "non_duplication"]))
+def test_with_two_payers_no_one_pays_past_the_allowable_and_each_oop_holds(claims, method):
+    chain = two_payer_chain(method)
+    for n, (category, allowed) in enumerate(claims):
+        body = line_body("c%d" % n, category=category, allowed=allowed, date=20250101 + n,
+                         hcpcs="97110" if category == "pt" else "99213")
+        first = adjudicate(chain, "acme", body)
+        second = adjudicate(chain, "cms", dict(body, plan_id="spouse-ppo"))
+        assert first["paid_cents"] + second["paid_cents"] <= allowed
+        assert second["member_cents"] == allowed - first["paid_cents"] - second["paid_cents"]
+    for plan, payer in (("ppo", "acme"), ("spouse-ppo", "cms")):
+        met = chain.get(individual_key(ALICE, 2025, payer, plan))
+        assert met["oop"] <= 150_000 and met["deductible"] <= 50_000

@@ -20,8 +20,7 @@ from contracts import risk
 from contracts.state import StateView
 from tests.contracts.quality_helpers import Chain, pseudonym
 
-hccinfhir = pytest.importorskip("hccinfhir")
-
+hccinfhir = 
 MODEL = "V28-2026"
 HCC_MODEL = "CMS-HCC Model V28"
 MACI_2026 = Fraction(59, 1000)  # 5.90 % (hccinfhir docs, METHODS §1.4)

