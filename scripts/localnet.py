@@ -155,8 +155,11 @@ def _ports_free(ports: list[int]) -> bool:
     return True
 
 
-def find_starting_port(nodes: int, low: int = 20000, high: int = 60000) -> int:
-    """A base port P such that every port of `nodes` nodes (P+10i+{0,1,2}) is free now."""
+def find_starting_port(nodes: int, low: int = 20000, high: int = 32000) -> int:
+    """A base port P such that every port of `nodes` nodes (P+10i+{0,1,2}) is free now.
+
+    The range stays below Linux's ephemeral ports (32768+), so a restarted node
+    never finds its listen port taken by some outgoing connection."""
     import random
 
     rng = random.Random(os.getpid() ^ int(time.time()))
