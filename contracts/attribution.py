@@ -73,13 +73,13 @@ Tx types (body; roles):
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from ledger.types import Tx
 
 from contracts import accounts, providers
+from contracts.calendar import is_date, is_month, months_between
 from contracts.engine import REGISTRY, BlockContext
 from contracts.errors import (
     AlreadyExists, Conflict, Duplicate, InvalidValue, MalformedTx, NotFound,
@@ -88,9 +88,9 @@ from contracts.errors import (
 from contracts.governance import (
     commitment, flag, get_parameter, identifier, integer, require_org, sender_account,
 )
+from contracts.identifiers import is_npi, is_tin, patient_id
 from contracts.state import StateView, key
 
-PATIENT_HEX = re.compile(r"[0-9a-f]{32,128}")
 CONSENT_PURPOSES = ("care_coordination", "operations", "payment", "quality_reporting", "research", "treatment")
 MAX_PATIENTS_PER_RUN = 2000
 MAX_MONTHS_PER_TX = 120
@@ -137,52 +137,6 @@ DEFAULT_SPECIALIST_TAXONOMIES = (
     "207RX0202X",  # medical oncology
     "207VX0201X",  # gynecologic oncology
 )
-
-
-# ------------------------------------------------------------ identifiers and dates
-
-
-def patient_id(value: Any) -> str:
-    """The canonical pseudonym: "pt-" + lower-case hex of ≥ 128 random bits.
-
-    Accepts 32 random bytes or the string form. The submitter generates it with a
-    CSPRNG; it must never be a hash or HMAC of an identifier (45 CFR 164.514(c)(1)),
-    which the ledger cannot check and so never derives one itself.
-    Raises MalformedTx.
-    """
-    if isinstance(value, bytes) and len(value) == 32:
-        return "pt-" + value.hex()
-    if (isinstance(value, str) and value.startswith("pt-") and len(value) % 2 == 1
-            and PATIENT_HEX.fullmatch(value[3:]) is not None):
-        return value
-    raise MalformedTx("a patient is 32 random bytes or 'pt-' + 32..128 lower-case hex digits")
-
-
-def is_date(value: Any) -> bool:
-    """A yyyymmdd int with a real month and a day in 1..31 (months' lengths checked)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 19000101 <= value <= 22001231:
-        return False
-    year, month, day = value // 10000, value // 100 % 100, value % 100
-    if not 1 <= month <= 12:
-        return False
-    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-    days = [31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1]
-    return 1 <= day <= days
-
-
-def is_month(value: Any) -> bool:
-    """A yyyymm int."""
-    return (not isinstance(value, bool) and isinstance(value, int)
-            and 190001 <= value <= 220012 and 1 <= value % 100 <= 12)
-
-
-def months_between(start_date: int, end_date: int) -> list[int]:
-    """The yyyymm months from start_date's month to end_date's month, inclusive."""
-    months, month = [], start_date // 100
-    while month <= end_date // 100:
-        months.append(month)
-        month = month + 1 if month % 100 < 12 else (month // 100 + 1) * 100 + 1
-    return months
 
 
 # ------------------------------------------------------------ patients and coverage
@@ -418,9 +372,9 @@ def check_claim_line(line: Any) -> ClaimLine:
     if not isinstance(line, dict):
         raise MalformedTx("a claim line is a map")
     pid = patient_id(line.get("patient"))
-    if not providers.is_tin(line.get("billing_tin")):
+    if not is_tin(line.get("billing_tin")):
         raise InvalidValue("billing_tin is not a valid TIN")
-    if not providers.is_npi(line.get("rendering_npi")):
+    if not is_npi(line.get("rendering_npi")):
         raise InvalidValue("rendering_npi is not a valid NPI")
     if not is_date(line.get("service_date")):
         raise InvalidValue("service_date must be a yyyymmdd integer")

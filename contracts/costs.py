@@ -53,26 +53,25 @@ from ledger import codec
 from ledger.hashing import sha256
 from ledger.types import Tx
 
-from contracts import accounts, attribution
+from contracts import accounts, attribution, calendar, identifiers
+from contracts.calendar import add_days, day_number
 from contracts.engine import REGISTRY, BlockContext
 from contracts.errors import AlreadyExists, Duplicate, InvalidValue, NotFound, NotPermitted
+from contracts.identifiers import PSEUDONYM_BYTES
+from contracts.rounding import round_half_away_from_zero
 from contracts.state import StateView, key
 
 MAX_CENTS = 10**12  # $10 billion: anything larger is a data error, not a claim
 MAX_LINES = 100
 MAX_DIAGNOSES = 25
 MAX_LIST = 5_000  # code lists and patient lists carried in one tx
-PSEUDONYM_BYTES = 16
 COMMITMENT_BYTES = 32
 GOVERNANCE_ROLES = {"payer", "auditor"}
 
 CLAIM_KINDS = ("professional", "inpatient", "outpatient", "dme", "encounter")
 _ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-# CPT: 5 digits, or category II/III (4 digits + F/T), PLA codes (4 digits + U); HCPCS II: letter + 4 digits.
-_HCPCS = re.compile(r"^(\d{5}|\d{4}[FTU]|[A-V]\d{4})$")
-# ICD-10-CM, canonical form without the dot: letter, digit, alphanumeric, up to 4 more.
-_ICD10 = re.compile(r"^[A-Z]\d[0-9A-Z][0-9A-Z]{0,4}$")
-_DIGITS = {n: re.compile(r"^\d{%d}$" % n) for n in (2, 3, 4, 9, 10)}
+FIRST_DATE, LAST_DATE = 19000101, 29991231  # claims' dates: 1900-01-01 .. 2999-12-31
+_DIGITS = {n: re.compile(r"[0-9]{%d}" % n) for n in (2, 3, 4, 9)}  # ASCII digits only
 ED_VISIT_HCPCS = ("99281", "99282", "99283", "99284", "99285")
 
 
@@ -87,7 +86,7 @@ def check_int(value: Any, what: str, low: int, high: int) -> int:
 
 
 def check_str(value: Any, what: str, pattern: re.Pattern[str] = _ID) -> str:
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise InvalidValue("%s is malformed: %r" % (what, value if isinstance(value, str) else type(value).__name__))
     return value
 
@@ -103,7 +102,10 @@ def check_bytes(value: Any, what: str, length: int) -> bytes:
 
 
 def check_pseudonym(value: Any, what: str = "patient") -> bytes:
-    return check_bytes(value, what, PSEUDONYM_BYTES)
+    """The 16-byte claim pseudonym (`identifiers.is_pseudonym`). Raises InvalidValue."""
+    if not identifiers.is_pseudonym(value):
+        raise InvalidValue("%s must be %d bytes" % (what, PSEUDONYM_BYTES))
+    return value
 
 
 def check_commitment(value: Any, what: str = "document") -> bytes:
@@ -129,30 +131,21 @@ def check_map(value: Any, what: str) -> dict[Any, Any]:
 
 
 def check_hcpcs(value: Any, what: str = "hcpcs") -> str:
-    return check_str(value, what, _HCPCS)
+    """A CPT/HCPCS code (`identifiers.HCPCS_PATTERN`). Raises InvalidValue."""
+    return check_str(value, what, identifiers.HCPCS_PATTERN)
 
 
 def check_icd10(value: Any, what: str = "diagnosis") -> str:
-    return check_str(value, what, _ICD10)
+    """An ICD-10-CM code without the dot (`identifiers.ICD10_PATTERN`). Raises InvalidValue."""
+    return check_str(value, what, identifiers.ICD10_PATTERN)
 
 
-def is_valid_npi(npi: str) -> bool:
-    """NPI check digit: Luhn over the card-issuer prefix 80840 + the 10 digits."""
-    if not isinstance(npi, str) or not _DIGITS[10].match(npi):
-        return False
-    total = 0
-    for position, char in enumerate(reversed("80840" + npi)):
-        digit = ord(char) - 48
-        if position % 2 == 1:
-            digit *= 2
-            if digit > 9:
-                digit -= 9
-        total += digit
-    return total % 10 == 0
+is_valid_npi = identifiers.is_npi  # the name scripts/ingest_fhir.py uses
 
 
 def check_npi(value: Any, what: str) -> str:
-    if not is_valid_npi(value):
+    """An NPI (`identifiers.is_npi`). Raises InvalidValue."""
+    if not identifiers.is_npi(value):
         raise InvalidValue("%s is not a valid NPI (10 digits, Luhn check with prefix 80840)" % what)
     return value
 
@@ -163,56 +156,16 @@ def check_optional(value: Any, what: str, digits: int) -> str | None:
     return check_str(value, what, _DIGITS[digits])
 
 
-# --------------------------------------------------------------- dates (yyyymmdd, no datetime)
-
-
-def _is_leap(year: int) -> bool:
-    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-
-
-def days_in_month(year: int, month: int) -> int:
-    if month == 2:
-        return 29 if _is_leap(year) else 28
-    return 30 if month in (4, 6, 9, 11) else 31
+# --------------------------------------------------------------- dates (contracts.calendar)
 
 
 def check_date(value: Any, what: str) -> int:
     """A yyyymmdd int naming a real calendar day in 1900..2999. Raises InvalidValue."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 19000101 <= value <= 29991231:
+    if isinstance(value, bool) or not isinstance(value, int) or not FIRST_DATE <= value <= LAST_DATE:
         raise InvalidValue("%s must be a yyyymmdd integer" % what)
-    year, month, day = value // 10000, value // 100 % 100, value % 100
-    if not 1 <= month <= 12 or not 1 <= day <= days_in_month(year, month):
+    if not calendar.is_real_date(value):
         raise InvalidValue("%s is not a calendar date: %d" % (what, value))
     return value
-
-
-def day_number(date: int) -> int:
-    """Days since 1970-01-01 of a yyyymmdd int (Hinnant's days_from_civil, integers only)."""
-    year, month, day = date // 10000, date // 100 % 100, date % 100
-    year -= 1 if month <= 2 else 0
-    era = year // 400
-    year_of_era = year - era * 400
-    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
-    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
-    return era * 146097 + day_of_era - 719468
-
-
-def from_day_number(days: int) -> int:
-    """The yyyymmdd int of a day number (inverse of `day_number`)."""
-    days += 719468
-    era = days // 146097
-    day_of_era = days - era * 146097
-    year_of_era = (day_of_era - day_of_era // 1460 + day_of_era // 36524 - day_of_era // 146096) // 365
-    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
-    mp = (5 * day_of_year + 2) // 153
-    day = day_of_year - (153 * mp + 2) // 5 + 1
-    month = mp + 3 if mp < 10 else mp - 9
-    year = year_of_era + era * 400 + (1 if month <= 2 else 0)
-    return year * 10000 + month * 100 + day
-
-
-def add_days(date: int, days: int) -> int:
-    return from_day_number(day_number(date) + days)
 
 
 # --------------------------------------------------------------- claims
@@ -245,7 +198,7 @@ def duplicate_key(patient: bytes, rendering_npi: str, billing_npi: str, service_
 
 def attribution_line(line: Mapping[str, Any]) -> dict[str, Any]:
     """The line in the attribution contract's shape (see the module docstring)."""
-    return {"patient": "pt-" + line["patient"].hex(), "billing_tin": line["billing_tin"],
+    return {"patient": identifiers.patient_id_of_pseudonym(line["patient"]), "billing_tin": line["billing_tin"],
             "rendering_npi": line["rendering_npi"], "service_date": line["service_date"],
             "hcpcs": line["hcpcs"], "allowed_cents": line["allowed_cents"],
             "claim_id": line["claim_id"], "line": line["line"]}
@@ -475,16 +428,6 @@ def handle_episode_compute(state: StateView, tx: Tx, ctx: BlockContext) -> None:
 # --------------------------------------------------------------- total cost of care
 
 
-def round_half_away(value: Fraction) -> int:
-    """Round to the nearest integer, halves away from zero (CareLedger's convention)."""
-    sign = -1 if value < 0 else 1
-    magnitude = abs(value)
-    whole = magnitude.numerator // magnitude.denominator
-    if magnitude - whole >= Fraction(1, 2):
-        whole += 1
-    return sign * whole
-
-
 def total_cost_of_care(claims_by_patient: Mapping[bytes, Sequence[Claim]], attributed: Iterable[bytes],
                        period_start: int, period_end: int, truncation_cents: int | None) -> dict[str, Any]:
     """Total cost of care of an attributed population over [period_start, period_end] (pure).
@@ -511,7 +454,7 @@ def total_cost_of_care(claims_by_patient: Mapping[bytes, Sequence[Claim]], attri
     per_capita = Fraction(truncated, len(patients)) if patients else Fraction(0)
     return {"patients": len(patients), "total_cents": total, "truncated_total_cents": truncated,
             "patients_truncated": capped, "per_capita": [per_capita.numerator, per_capita.denominator],
-            "per_capita_cents": round_half_away(per_capita)}
+            "per_capita_cents": round_half_away_from_zero(per_capita)}
 
 
 @REGISTRY.register("tcoc_compute", roles=GOVERNANCE_ROLES)

@@ -75,6 +75,7 @@ from contracts.errors import (
     AlreadyExists, Conflict, Duplicate, Expired, InvalidValue, MalformedTx,
     NotFound, NotPermitted, UnknownAccount,
 )
+from contracts.rounding import ceil_div
 from contracts.state import StateView, key
 
 ORG_KINDS = ("auditor", "patient_agent", "payer", "provider", "regulator")
@@ -398,7 +399,7 @@ def required_approvals(state: StateView) -> tuple[int, int]:
     """(k, n): approvals needed and active voting organisations. k = ⌈n·num/den⌉, at least 1."""
     numerator, denominator = get_parameter(state, "approval_threshold")
     n = len(voting_orgs(state))
-    k = -((-n * numerator) // denominator)  # ceiling division in integers
+    k = ceil_div(n * numerator, denominator)
     return max(k, 1), n
 
 

@@ -4,9 +4,10 @@ which programs they take part in, whom they refer to, and how they perform.
 Why: payment rules depend on provider facts — an ACO's participant list decides
 attribution, a lapsed licence must stop a clinician joining a program — so those
 facts live on the ledger with the organisation that attested them. Identifiers
-are checked the way CMS checks them (METHODS §1.9): an NPI is 10 digits whose
-last digit is the Luhn check digit of `80840` + the first nine; a TIN is 9
-digits; a NUCC taxonomy code is 10 characters ending in "X".
+are checked the way CMS checks them (METHODS §1.9), by the rules in
+`contracts.identifiers`: an NPI is 10 digits whose last digit is the Luhn check
+digit of `80840` + the first nine; a TIN is 9 digits; a NUCC taxonomy code is
+10 characters ending in "X".
 
 State layout:
 
@@ -64,13 +65,13 @@ from contracts.errors import (
 from contracts.governance import (
     commitment, get_parameter, identifier, integer, sender_account, text,
 )
+from contracts.identifiers import NPI_PREFIX, is_npi, is_taxonomy, is_tin, luhn_check_digit  # noqa: F401 (re-exported)
+from contracts.rounding import round_half_up
 from contracts.state import StateView, key
 
-NPI_PREFIX = "80840"  # the card issuer prefix CMS uses for the NPI Luhn check
 CREDENTIAL_KINDS = ("accreditation", "board_certification", "licence")
 ENTITIES = ("individual", "organisation")
 REFERRAL_KINDS = ("consult", "preferred", "referral")
-TAXONOMY_PATTERN = re.compile(r"[0-9]{3}[0-9A-Z]{6}X")
 AREA_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
 BPS = 10_000
 MAX_TAXONOMIES = 15  # NPPES allows up to 15 taxonomy codes per NPI
@@ -79,38 +80,7 @@ MAX_PERFORMANCE_PERIODS = 100
 DEFAULT_REPUTATION_WEIGHTS = {"quality_bps": 6000, "cost_bps": 4000}
 
 
-# ------------------------------------------------------------ identifiers
-
-
-def luhn_check_digit(digits: str) -> int:
-    """The Luhn digit that makes `digits` + it pass the mod-10 check."""
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        value = int(char)
-        if position % 2 == 0:  # these are doubled once the check digit is appended
-            value *= 2
-            if value > 9:
-                value -= 9
-        total += value
-    return (10 - total % 10) % 10
-
-
-def is_npi(value: Any) -> bool:
-    """10 ASCII digits, the last the Luhn digit of 80840 + the first nine (METHODS §1.9)."""
-    if not isinstance(value, str) or len(value) != 10 or not value.isascii() or not value.isdigit():
-        return False
-    return luhn_check_digit(NPI_PREFIX + value[:9]) == int(value[9])
-
-
-def is_tin(value: Any) -> bool:
-    """9 ASCII digits, not all zero."""
-    return (isinstance(value, str) and len(value) == 9 and value.isascii()
-            and value.isdigit() and value != "000000000")
-
-
-def is_taxonomy(value: Any) -> bool:
-    """A NUCC Health Care Provider Taxonomy code's shape: 10 characters, ending in X."""
-    return isinstance(value, str) and TAXONOMY_PATTERN.fullmatch(value) is not None
+# ------------------------------------------------------------ identifiers (contracts.identifiers)
 
 
 def npi_field(body: dict[str, Any], name: str) -> str:
@@ -122,6 +92,7 @@ def npi_field(body: dict[str, Any], name: str) -> str:
 
 
 def tin_field(body: dict[str, Any], name: str) -> str:
+    """Raises InvalidValue unless the field is a valid TIN."""
     value = body.get(name)
     if not is_tin(value):
         raise InvalidValue("%s is not a valid TIN (9 digits)" % name)
@@ -628,9 +599,9 @@ def reputation_key(npi: str) -> bytes:
 
 
 def to_basis_points(value: Fraction) -> int:
-    """Round a non-negative fraction of 1 to basis points, half away from zero."""
-    scaled = value * BPS
-    return (scaled.numerator * 2 + scaled.denominator) // (scaled.denominator * 2)
+    """Round a non-negative fraction of 1 to basis points, half up (= half away from
+    zero for the non-negative values it is given)."""
+    return round_half_up(value * BPS)
 
 
 def period_score(record: dict[str, Any], weights: dict[str, int]) -> Fraction:

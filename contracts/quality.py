@@ -41,12 +41,14 @@ from typing import Any, Iterable, Mapping, Sequence
 from ledger.types import Tx
 
 from contracts import accounts
+from contracts.calendar import day_number
 from contracts.costs import (
     GOVERNANCE_ROLES, check_bool, check_commitment, check_date, check_id, check_int, check_list,
-    check_map, check_pseudonym, day_number,
+    check_map, check_pseudonym,
 )
 from contracts.engine import REGISTRY, BlockContext
 from contracts.errors import AlreadyExists, InvalidValue, NotFound, NotPermitted
+from contracts.rounding import ceil_div
 from contracts.state import StateView, key
 
 POPULATIONS = ("initial_population", "denominator", "denominator_exclusion",
@@ -112,7 +114,7 @@ def nearest_rank_percentile(values: Sequence[Fraction], p: int) -> Fraction:
     if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 100:
         raise InvalidValue("a percentile is an integer in 1..100")
     ordered = sorted(values)
-    rank = -(-p * len(ordered) // 100)  # ceiling without floats
+    rank = ceil_div(p * len(ordered), 100)
     return ordered[max(rank, 1) - 1]
 
 

@@ -55,10 +55,11 @@ from ledger.types import Tx
 from contracts import accounts
 from contracts.costs import (
     GOVERNANCE_ROLES, check_bool, check_icd10, check_id, check_int, check_list, check_map,
-    check_pseudonym, check_str, round_half_away,
+    check_pseudonym, check_str,
 )
 from contracts.engine import REGISTRY, BlockContext
 from contracts.errors import AlreadyExists, Conflict, InvalidValue, NotFound
+from contracts.rounding import round_half_away_from_zero
 from contracts.state import StateView, key
 
 MAX_COEFFICIENT = 100_000  # thousandths: |coefficient| ≤ 100.000
@@ -140,7 +141,7 @@ class RiskScore:
 
     @property
     def payment_thousandths(self) -> int:
-        return round_half_away(self.payment * 1000)
+        return round_half_away_from_zero(self.payment * 1000)
 
     def to_record(self) -> dict[str, Any]:
         return {"segment": self.segment, "hccs": list(self.hccs), "terms": [list(t) for t in self.terms],
@@ -272,7 +273,7 @@ def validate_model(body: Mapping[str, Any]) -> dict[str, Any]:
         checked = []
         for operand in check_list(operands, "interaction " + name, 4, 1):
             kind, _, ref = operand.partition(":") if isinstance(operand, str) else ("", "", "")
-            if not ((kind == "group" and ref in groups) or (kind == "hcc" and _CC.match(ref))
+            if not ((kind == "group" and ref in groups) or (kind == "hcc" and _CC.fullmatch(ref))
                     or (kind == "flag" and ref in FLAGS)):
                 raise InvalidValue("interaction %s: bad operand %r" % (name, operand))
             checked.append(operand)

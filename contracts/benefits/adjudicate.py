@@ -47,6 +47,7 @@ from ledger.hashing import sha256
 from ledger.types import Tx
 
 from contracts import costs
+from contracts.calendar import year_of
 from contracts.engine import REGISTRY, BlockContext
 from contracts.errors import AlreadyExists, Conflict, Duplicate, InvalidValue
 from contracts.governance import sender_account
@@ -191,7 +192,7 @@ def check_limits(state: StateView, plan: PlanDesign, coverage: Coverage, line: C
                  counted_pools: set[str]) -> LimitCheck:
     """Check every bucket over the line's category. A pool an earlier payer already
     counted for this service line is checked but not counted again."""
-    year = fields.year_of(line.service_date)
+    year = year_of(line.service_date)
     allowed = line.allowed_cents
     increments: list[tuple[Bucket, int]] = []
     kx = False
@@ -241,7 +242,7 @@ def decide(state: StateView, plan: PlanDesign, coverage: Coverage, line: ClaimLi
     if limits.denial is not None:
         return _denied(*limits.denial, **context)
     allowed, increments = limits.allowed, limits.increments
-    year = fields.year_of(line.service_date)
+    year = year_of(line.service_date)
     limit_values = accumulators.limits_of(plan)
     met = accumulators.accumulated(state, coverage, year)
     normal = cost_share(allowed, category, limit_values, met)
@@ -311,7 +312,7 @@ def handle_adjudicate(state: StateView, tx: Tx, ctx: BlockContext) -> None:
     state.append_entry(log_key(line.member), [payer, line.plan_id, line.claim_id, line.line])
     state.put(duplicate_key(payer, line.plan_id, digest), [line.claim_id, line.line])
     if outcome.status == "paid":
-        year = fields.year_of(line.service_date)
+        year = year_of(line.service_date)
         accumulators.credit(state, coverage, year, outcome.deductible_credit, outcome.member)
         for bucket, amount in outcome.buckets:
             if amount:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from contracts.rounding import divide_half_up
+
 from contracts.benefits import fields
 from contracts.benefits.design import Category
 
@@ -66,7 +68,7 @@ def cost_share(allowed: int, category: Category, limits: Limits, met: Accumulate
     deductible = min(allowed, deductible_remaining(limits, met)) if category.deductible_applies else 0
     rest = allowed - deductible
     copay = min(rest, category.copay_cents)
-    coinsurance = fields.half_up_div((rest - copay) * category.coinsurance_bp, fields.BASIS_POINTS)
+    coinsurance = divide_half_up((rest - copay) * category.coinsurance_bp, fields.BASIS_POINTS)
     cap = oop_remaining(limits, met)
     deductible = min(deductible, cap)
     copay = min(copay, cap - deductible)

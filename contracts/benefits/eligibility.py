@@ -18,7 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from contracts import attribution
+from contracts.calendar import year_of
+from contracts.identifiers import patient_id
 from contracts.state import Reader, StateView
 
 from contracts.benefits import accumulators, fields
@@ -78,9 +79,9 @@ def eligibility(reader_or_state: StateView | Reader, member: Any, as_of: int) ->
     Raises MalformedTx (member) or InvalidValue (as_of).
     """
     state = _state(reader_or_state)
-    pid = attribution.patient_id(member)
+    pid = patient_id(member)
     day = fields.date({"as_of": as_of}, "as_of")
-    year = fields.year_of(day)
+    year = year_of(day)
     coverages = {c.ref: c for c in member_coverages(state, pid)}
     plans = []
     for ranked in order_of_benefits(list(coverages.values()), day):

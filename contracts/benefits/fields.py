@@ -2,9 +2,10 @@
 
 Why: every handler validates its whole body before its first write, so the
 checks live here as small functions that each raise a typed ContractError
-naming the field. Patient pseudonyms, dates, NPIs and codes reuse the checks of
-`contracts.attribution` and `contracts.costs` so that a member here is the same
-"pt-<hex>" patient the attribution contract registers.
+naming the field. Patient ids, dates, NPIs and codes reuse the rules of
+`contracts.identifiers`, `contracts.calendar` and the checks of `contracts.costs`,
+so that a member here is the same "pt-<hex>" patient the attribution contract
+registers.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from contracts import attribution, costs
+from contracts import calendar, costs, identifiers
 from contracts.errors import InvalidValue, MalformedTx
 
 MAX_CENTS = costs.MAX_CENTS
@@ -25,7 +26,7 @@ MAX_MODIFIERS = 4
 
 def member(body: Mapping[str, Any], name: str = "member") -> str:
     """The canonical patient pseudonym. Raises MalformedTx."""
-    return attribution.patient_id(body.get(name))
+    return identifiers.patient_id(body.get(name))
 
 
 def ident(body: Mapping[str, Any], name: str) -> str:
@@ -64,7 +65,7 @@ def month_day(body: Mapping[str, Any], name: str) -> int:
     rule ignores the year); 0229 is allowed. Raises InvalidValue."""
     value = costs.check_int(body.get(name), name, 101, 1231)
     month, day = value // 100, value % 100
-    if not 1 <= month <= 12 or not 1 <= day <= costs.days_in_month(2000, month):
+    if not 1 <= month <= 12 or not 1 <= day <= calendar.days_in_month(calendar.LEAP_YEAR, month):
         raise InvalidValue("%s is not a month and day: %d" % (name, value))
     return value
 
@@ -98,22 +99,3 @@ def mapping(value: Any, what: str) -> dict[Any, Any]:
     if not isinstance(value, dict):
         raise MalformedTx("%s must be a map" % what)
     return value
-
-
-def year_of(yyyymmdd: int) -> int:
-    """The calendar benefit year of a date (plans here accumulate per calendar year)."""
-    return yyyymmdd // 10000
-
-
-def add_months(yyyymmdd: int, months: int) -> int:
-    """The first day of the month `months` after the date's month (integer calendar arithmetic)."""
-    index = (yyyymmdd // 10000) * 12 + (yyyymmdd // 100 % 100 - 1) + months
-    return (index // 12) * 10000 + (index % 12 + 1) * 100 + 1
-
-
-def half_up_div(numerator: int, denominator: int) -> int:
-    """numerator / denominator rounded half away from zero (METHODS conventions:
-    once per claim line); both non-negative here."""
-    if numerator < 0 or denominator <= 0:
-        raise ValueError("half_up_div takes a non-negative numerator and positive denominator")
-    return (2 * numerator + denominator) // (2 * denominator)

@@ -33,7 +33,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from contracts.benefits import fields
+from contracts.calendar import first_of_month_after
+
 from contracts.benefits.coverage import Coverage
 
 WORKING_AGED_MIN_EMPLOYEES = 20  # 42 U.S.C. 1395y(b)(1)(A)(ii); 42 CFR 411.170
@@ -82,7 +83,7 @@ def esrd_period_end(medicare: Coverage) -> int:
     start = medicare.esrd_coordination_start
     if start is None:
         raise ValueError("an ESRD coverage without its coordination start")
-    return fields.add_months(start, ESRD_COORDINATION_MONTHS)
+    return first_of_month_after(start, ESRD_COORDINATION_MONTHS)
 
 
 def _medicare_secondary_payer(medicare: Coverage, plan: Coverage, day: int) -> Decision:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contracts.errors import InvalidValue
+from contracts.rounding import divide_half_up
 
 
 def _check(*amounts: int) -> None:
@@ -56,7 +57,7 @@ def equal_share(allowable: int, plans: int, normal_benefit: int) -> int:
     _check(allowable, normal_benefit)
     if plans < 1:
         raise InvalidValue("equal share among no plans")
-    return min(normal_benefit, (2 * allowable + plans) // (2 * plans))
+    return min(normal_benefit, divide_half_up(allowable, plans))
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,8 @@ from typing import Any, Sequence
 
 from ledger.types import Tx
 
+from contracts import calendar
+from contracts.calendar import date_from_day_number
 from contracts.engine import REGISTRY, BlockContext
 from contracts.payments.errors import (
     AlreadySettledError,
@@ -67,22 +69,25 @@ from contracts.payments.programs import (
     BPS,
     ID_PATTERN,
     MAX_CENTS,
+    check_date,
     make_settlement_id,
     read_choice,
     read_cents,
+    read_date,
     read_id,
     read_int,
     read_reference,
+    read_rows,
     record_disbursement,
     register_program_type,
     require_active_program,
     require_participant,
     require_payer,
-    round_half_away_from_zero,
     settlement_key,
     store_settlement,
     to_wire,
 )
+from contracts.rounding import round_half_away_from_zero
 from contracts.state import StateView, key
 
 DEFAULT_DISCOUNT_BPS = 300
@@ -101,50 +106,15 @@ DAY_MS = 86_400_000
 MAX_EPISODES_PER_RECONCILIATION = 2_000
 MAX_CODES = 500
 
-# ------------------------------------------------------------------ calendar (no datetime)
-
-
-def is_leap_year(year: int) -> bool:
-    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-
-
-def days_in_month(year: int, month: int) -> int:
-    """Calendar days in `month` of `year` (Gregorian)."""
-    if month == 2:
-        return 29 if is_leap_year(year) else 28
-    return 30 if month in (4, 6, 9, 11) else 31
+# ------------------------------------------------------------------ calendar (contracts.calendar)
 
 
 def day_number(yyyymmdd: int) -> int:
-    """Days since 1970-01-01 of a yyyymmdd date (H. Hinnant's days_from_civil).
+    """Days since 1970-01-01 of a yyyymmdd date in 1900..2200 (`calendar.day_number`).
 
     Raises InvalidInputError for a date that does not exist.
     """
-    if isinstance(yyyymmdd, bool) or not isinstance(yyyymmdd, int):
-        raise InvalidInputError("a date is an integer yyyymmdd")
-    year, month, day = yyyymmdd // 10_000, yyyymmdd // 100 % 100, yyyymmdd % 100
-    if not 1900 <= year <= 2200 or not 1 <= month <= 12 or not 1 <= day <= days_in_month(year, month):
-        raise InvalidInputError("%d is not a calendar date" % yyyymmdd)
-    y = year - (1 if month <= 2 else 0)
-    era = y // 400
-    year_of_era = y - era * 400
-    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
-    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
-    return era * 146_097 + day_of_era - 719_468
-
-
-def date_from_day_number(days: int) -> int:
-    """The yyyymmdd date of a day number (inverse of `day_number`)."""
-    z = days + 719_468
-    era = z // 146_097
-    day_of_era = z - era * 146_097
-    year_of_era = (day_of_era - day_of_era // 1460 + day_of_era // 36_524 - day_of_era // 146_096) // 365
-    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
-    mp = (5 * day_of_year + 2) // 153
-    day = day_of_year - (153 * mp + 2) // 5 + 1
-    month = mp + (3 if mp < 10 else -9)
-    year = year_of_era + era * 400 + (1 if month <= 2 else 0)
-    return year * 10_000 + month * 100 + day
+    return calendar.day_number(check_date(yyyymmdd))
 
 
 # ------------------------------------------------------------------ pure rules
@@ -338,12 +308,6 @@ def episode_index_key(program_id: str) -> bytes:
     return key("bundle_episode", program_id, "index")
 
 
-def _read_date(body: dict[str, Any], name: str) -> int:
-    value = read_int(body, name, 19_000_101, 22_001_231)
-    day_number(value)  # raises on a date that does not exist
-    return value
-
-
 @REGISTRY.register("episode_open", roles={"provider"})
 def handle_episode_open(state: StateView, tx: Tx, ctx: BlockContext) -> None:
     """A participant opens an episode on its trigger (MS-DRG stay or HCPCS procedure).
@@ -368,7 +332,7 @@ def handle_episode_open(state: StateView, tx: Tx, ctx: BlockContext) -> None:
     trigger_code = body.get("trigger_code")
     if trigger_code not in definition["codes"]:
         raise InvalidInputError("trigger %r does not trigger a %s episode" % (trigger_code, category))
-    anchor_date = _read_date(body, "anchor_date")
+    anchor_date = read_date(body, "anchor_date")
     if state.exists(episode_key(program_id, episode_id)):
         raise ProgramStateError("episode %s already exists" % episode_id)
     state.put(episode_key(program_id, episode_id), {
@@ -429,7 +393,7 @@ def handle_episode_milestone(state: StateView, tx: Tx, ctx: BlockContext) -> Non
     require_participant(state, tx, program)
     episode = get_episode(state, program_id, read_id(body, "episode_id"))
     milestone = read_choice(body, "milestone", MILESTONES)
-    date = _read_date(body, "date")
+    date = read_date(body, "date")
     if episode["reconciled_in"] is not None:
         raise ProgramStateError("episode %s is already reconciled" % episode["id"])
     params = program["params"]
@@ -468,14 +432,11 @@ def handle_bundle_reconcile(state: StateView, tx: Tx, ctx: BlockContext) -> None
         raise AlreadySettledError("%s is already reconciled" % settlement_id)
     cqs = read_int(body, "cqs_hundredths", 0, CQS_MAX)
     cqs_ref = read_reference(state, body, "cqs_ref")
-    rows = body.get("episodes")
-    if not isinstance(rows, list) or not 0 < len(rows) <= MAX_EPISODES_PER_RECONCILIATION:
-        raise InvalidInputError("episodes must list 1..%d episodes" % MAX_EPISODES_PER_RECONCILIATION)
+    rows = read_rows(body, "episodes", MAX_EPISODES_PER_RECONCILIATION, "episode",
+                     ("episode_id", "actual_cents", "spending_ref"))
     today = ctx.time_ms // DAY_MS
     lines: dict[str, dict[str, Any]] = {}
     for row in rows:
-        if not isinstance(row, dict):
-            raise InvalidInputError("each episode row is {episode_id, actual_cents, spending_ref}")
         episode_id = read_id(row, "episode_id")
         if episode_id in lines:
             raise InvalidInputError("episode %s listed twice" % episode_id)

@@ -52,8 +52,8 @@ from typing import Any, Sequence
 
 from ledger.types import Tx
 
+from contracts.calendar import days_in_month
 from contracts.engine import REGISTRY, BlockContext
-from contracts.payments.bundles import days_in_month
 from contracts.payments.errors import (
     AlreadySettledError,
     InvalidInputError,
@@ -68,15 +68,16 @@ from contracts.payments.programs import (
     read_id,
     read_int,
     read_reference,
+    read_rows,
     read_text,
     register_program_type,
     require_active_program,
     require_payer,
-    round_half_away_from_zero,
     settlement_key,
     store_settlement,
     to_wire,
 )
+from contracts.rounding import round_half_away_from_zero
 from contracts.state import StateView, key
 
 MAX_RISK_SCORE_BPS = 1_000_000  # a risk score of 100.0: far above any CMS-HCC score
@@ -298,14 +299,10 @@ def _read_month(body: dict[str, Any], year: int) -> int:
 
 def _read_member_rows(body: dict[str, Any], month: int) -> list[dict[str, Any]]:
     """Member rows sorted by member id. Raises InvalidInputError."""
-    rows = body.get("members")
-    if not isinstance(rows, list) or not 0 < len(rows) <= MAX_MEMBERS:
-        raise InvalidInputError("members must list 1..%d members" % MAX_MEMBERS)
+    rows = read_rows(body, "members", MAX_MEMBERS, "member", ("member", "risk_score_bps", "days_enrolled"))
     month_days = days_in_month(month // 100, month % 100)
     seen: dict[str, dict[str, Any]] = {}
     for row in rows:
-        if not isinstance(row, dict):
-            raise InvalidInputError("each member row is {member, risk_score_bps, days_enrolled}")
         member = read_id(row, "member")
         if member in seen:
             raise InvalidInputError("member %s listed twice" % member)
@@ -392,6 +389,23 @@ def handle_capitation_adjust(state: StateView, tx: Tx, ctx: BlockContext) -> Non
     })
 
 
+def _open_year_settlement(state: StateView, tx: Tx, kind: str) -> tuple[dict[str, Any], int, str]:
+    """(program, contract year, settlement id) of a `kind` settlement for the whole
+    contract year, sent by the payer of an active capitation program.
+
+    Raises InvalidInputError, UnknownProgramError, ProgramStateError, NotAPartyError,
+    AlreadySettledError (the year is already settled).
+    """
+    program_id = read_id(tx.body, "program_id")
+    program = require_active_program(state, program_id, "capitation")
+    require_payer(state, tx, program)
+    year = program["performance_year"]
+    settlement_id = make_settlement_id(program_id, kind, year, "final")
+    if state.exists(settlement_key(settlement_id)):
+        raise AlreadySettledError("%s is already settled" % settlement_id)
+    return program, year, settlement_id
+
+
 @REGISTRY.register("corridor_settle", roles={"payer"})
 def handle_corridor_settle(state: StateView, tx: Tx, ctx: BlockContext) -> None:
     """Settle the contract year's risk corridor from referenced target and costs.
@@ -400,13 +414,7 @@ def handle_corridor_settle(state: StateView, tx: Tx, ctx: BlockContext) -> None:
     ProgramStateError, NotAPartyError, AlreadySettledError.
     """
     body = tx.body
-    program_id = read_id(body, "program_id")
-    program = require_active_program(state, program_id, "capitation")
-    require_payer(state, tx, program)
-    year = program["performance_year"]
-    settlement_id = make_settlement_id(program_id, "risk_corridor", year, "final")
-    if state.exists(settlement_key(settlement_id)):
-        raise AlreadySettledError("%s is already settled" % settlement_id)
+    program, year, settlement_id = _open_year_settlement(state, tx, "risk_corridor")
     target = read_cents(body, "target_cents")
     costs = read_cents(body, "allowable_costs_cents")
     references = {"target": read_reference(state, body, "target_ref"),
@@ -430,21 +438,11 @@ def handle_stop_loss_settle(state: StateView, tx: Tx, ctx: BlockContext) -> None
     ProgramStateError, NotAPartyError, AlreadySettledError.
     """
     body = tx.body
-    program_id = read_id(body, "program_id")
-    program = require_active_program(state, program_id, "capitation")
-    require_payer(state, tx, program)
-    year = program["performance_year"]
-    settlement_id = make_settlement_id(program_id, "stop_loss", year, "final")
-    if state.exists(settlement_key(settlement_id)):
-        raise AlreadySettledError("%s is already settled" % settlement_id)
+    program, year, settlement_id = _open_year_settlement(state, tx, "stop_loss")
     expected = read_cents(body, "expected_claims_cents")
-    rows = body.get("members")
-    if not isinstance(rows, list) or len(rows) > MAX_MEMBERS:
-        raise InvalidInputError("members must list at most %d members" % MAX_MEMBERS)
+    rows = read_rows(body, "members", MAX_MEMBERS, "member", ("member", "annual_paid_cents"), allow_empty=True)
     members = []
     for row in rows:
-        if not isinstance(row, dict):
-            raise InvalidInputError("each member row is {member, annual_paid_cents}")
         members.append((read_id(row, "member"), read_cents(row, "annual_paid_cents")))
     references = {"expected": read_reference(state, body, "expected_ref"),
                   "claims": read_reference(state, body, "claims_ref")}

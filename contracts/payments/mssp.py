@@ -31,6 +31,7 @@ from contracts.payments.errors import (
     ReconciliationMismatchError,
     UnknownTrackError,
 )
+from contracts.rounding import round_half_away_from_zero
 
 MAX_CENTS = 2**63 - 1
 """Largest magnitude of any money amount, in cents (a signed 64-bit integer)."""
@@ -175,18 +176,6 @@ def _check_cents(name: str, value: object) -> int:
     if abs(value) > MAX_CENTS:
         raise AmountOutOfRangeError(f"{name} = {value} cents exceeds 2**63 − 1")
     return value
-
-
-def round_half_away_from_zero(amount: Fraction) -> int:
-    """Round an exact amount of cents to whole cents, halves away from zero.
-
-    Integer arithmetic only: |n/d| = q + r/d, and we add one when 2r ≥ d.
-    """
-    magnitude = abs(amount.numerator)
-    quotient, remainder = divmod(magnitude, amount.denominator)
-    if 2 * remainder >= amount.denominator:
-        quotient += 1
-    return -quotient if amount.numerator < 0 else quotient
 
 
 def minimum_savings_rate_from_table(assigned_beneficiaries: int) -> Fraction:

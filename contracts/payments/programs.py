@@ -59,12 +59,12 @@ import enum
 import re
 from dataclasses import fields, replace
 from fractions import Fraction
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ledger.hashing import sha256
 from ledger.types import Tx
 
-from contracts import accounts
+from contracts import accounts, calendar
 from contracts.engine import REGISTRY, BlockContext
 from contracts.payments import mssp
 from contracts.payments.errors import (
@@ -127,6 +127,44 @@ def read_cents(body: dict[str, Any], name: str) -> int:
     if value > MAX_CENTS:
         raise AmountOutOfRangeError("%s exceeds 2**63 − 1 cents" % name)
     return value
+
+
+def check_date(value: Any) -> int:
+    """A yyyymmdd int naming a real calendar day in 1900..2200 (`contracts.calendar`).
+
+    Raises InvalidInputError.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError("a date is an integer yyyymmdd")
+    if not calendar.is_date(value):
+        raise InvalidInputError("%d is not a calendar date" % value)
+    return value
+
+
+def read_date(body: dict[str, Any], name: str) -> int:
+    """A yyyymmdd calendar date in 1900..2200. Raises InvalidInputError."""
+    return check_date(read_int(body, name, calendar.FIRST_DATE, calendar.LAST_DATE))
+
+
+def read_rows(body: dict[str, Any], name: str, max_rows: int, row: str, row_fields: Sequence[str],
+              allow_empty: bool = False) -> Iterator[dict[str, Any]]:
+    """The maps listed under `name` (1..max_rows of them, or 0.. with `allow_empty`).
+
+    The list is checked now; each row is checked to be a map as it is reached, so a
+    handler reports the first bad row in body order. Raises InvalidInputError.
+    """
+    rows = body.get(name)
+    if not isinstance(rows, list) or not (0 if allow_empty else 1) <= len(rows) <= max_rows:
+        bounds = "at most %d" % max_rows if allow_empty else "1..%d" % max_rows
+        raise InvalidInputError("%s must list %s %s" % (name, bounds, name))
+    return _maps(rows, "each %s row is {%s}" % (row, ", ".join(row_fields)))
+
+
+def _maps(rows: list[Any], message: str) -> Iterator[dict[str, Any]]:
+    for row in rows:
+        if not isinstance(row, dict):
+            raise InvalidInputError(message)
+        yield row
 
 
 def read_bps(body: dict[str, Any], name: str, high: int = BPS) -> int:
@@ -214,11 +252,6 @@ def fraction_bps(rate: Fraction | None) -> int | None:
     if scaled.denominator != 1:
         raise InvalidParameterError("rate %s is not a whole number of basis points" % rate)
     return scaled.numerator
-
-
-def round_half_away_from_zero(amount: Fraction) -> int:
-    """One rounding rule for every payable amount (METHODS.md conventions table)."""
-    return mssp.round_half_away_from_zero(amount)
 
 
 # ------------------------------------------------------------------ shares

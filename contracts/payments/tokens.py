@@ -47,7 +47,6 @@ from ledger.types import Tx
 
 from contracts import governance
 from contracts.engine import REGISTRY, BlockContext
-from contracts.payments.bundles import day_number
 from contracts.payments.errors import (
     AlreadySettledError,
     DuplicateEventError,
@@ -60,6 +59,7 @@ from contracts.payments.programs import (
     BPS,
     get_program,
     get_settlement,
+    read_date,
     read_hash,
     read_id,
     read_int,
@@ -130,8 +130,7 @@ def handle_engagement_record(state: StateView, tx: Tx, ctx: BlockContext) -> Non
     patient = read_id(body, "patient")
     wallet = read_wallet(body, "wallet")
     event_kind = read_id(body, "event_kind")
-    event_date = read_int(body, "event_date", 19_000_101, 22_001_231)
-    day_number(event_date)
+    event_date = read_date(body, "event_date")
     evidence = read_hash(body.get("evidence"), "evidence")
     rules = engagement_rules(state)
     if event_kind not in rules:

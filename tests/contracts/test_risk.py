@@ -14,13 +14,13 @@ import json
 from decimal import Decimal
 from fractions import Fraction
 
+import hccinfhir  # noqa: F401 -- the reference package: these tests fail, never skip, without it
 import pytest
 
 from contracts import risk
 from contracts.state import StateView
 from tests.contracts.quality_helpers import Chain, pseudonym
 
-hccinfhir = 
 MODEL = "V28-2026"
 HCC_MODEL = "CMS-HCC Model V28"
 MACI_2026 = Fraction(59, 1000)  # 5.90 % (hccinfhir docs, METHODS §1.4)
