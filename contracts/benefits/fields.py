@@ -20,7 +20,7 @@ MAX_CENTS = costs.MAX_CENTS
 BASIS_POINTS = 10_000
 _CODE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # categories, buckets, pools, reasons
 _MODIFIER = re.compile(r"^[A-Z0-9]{2}$")
-_PLACE_OF_SERVICE = re.compile(r"^\d{2}$")
+_PLACE_OF_SERVICE = re.compile(r"[0-9]{2}")
 MAX_MODIFIERS = 4
 
 
