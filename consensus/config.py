@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ledger import codec
 from ledger.hashing import ZERO_HASH
-from ledger.types import ValidatorSet
+from ledger.light import DEFAULT_MAX_CLOCK_DRIFT_MS
+from ledger.types import MAX_TXS_PER_BLOCK, ValidatorSet
 
 from consensus.errors import ConsensusError
 
@@ -30,6 +32,25 @@ class ConsensusConfig:
       consecutive view without progress, capped.
     - `max_pending_txs`: bound on transactions a replica remembers for
       proposing and for censorship detection.
+    - `max_clock_drift_ms`: a proposal whose header time is more than this
+      ahead of our clock is refused (light clients refuse such headers too:
+      `ledger.light.TrustOptions.max_clock_drift_ms`, the same default). Only
+      fresh proposals are judged: certified blocks are final whatever their time.
+    - `max_block_bytes`: bound on a block's size (`block_bytes`), enforced
+      when the primary builds a batch and when a proposal is checked. The
+      effective bound is `block_bytes_limit(validators)`: also small enough
+      that a NEW-VIEW (quorum VIEW-CHANGEs, each possibly carrying a prepared
+      maximal block, plus the re-proposal: quorum+1 copies) stays under the
+      codec's 4 MiB message limit. With n = 4 that is about 1 MiB; with n = 7
+      about 680 KiB; it shrinks as 1/(quorum+1), so large validator sets get
+      small blocks (a NEW-VIEW carrying headers instead of blocks would lift it).
+    - `max_block_txs`: the network-wide bound on transactions in a block
+      (genesis `consensus_params.max_block_txs`). Others' proposals are judged
+      by it, never by our local `max_batch_txs` (which only sizes our own
+      batches): validity must not depend on a validator's local config.
+    - Committed-duplicate window: a proposal may not repeat a transaction
+      committed in the last K (`checkpoint_interval`) blocks, before and after
+      a restart alike; older replays are refused by the contracts' nonces.
     - `quorum_override`: TEST ONLY. Replaces the quorum (e.g. with f+1) so the
       simulator can prove it detects safety violations. Never set it on a node.
     """
@@ -48,16 +69,20 @@ class ConsensusConfig:
     max_timeout_ms: int = 60_000
     max_pending_txs: int = 20_000
     fetch_timeout_ms: int = 1_000
+    max_clock_drift_ms: int = DEFAULT_MAX_CLOCK_DRIFT_MS
+    max_block_bytes: int = 2 * 1024 * 1024
+    max_block_txs: int = MAX_TXS_PER_BLOCK
     quorum_override: int | None = None
 
     def __post_init__(self) -> None:
         if self.validators.size < 4:
             raise ConsensusError("PBFT needs n >= 4 validators, got %d" % self.validators.size)
         for name in ("max_batch_txs", "pipeline_window", "checkpoint_interval",
-                     "base_timeout_ms", "max_timeout_ms", "max_pending_txs", "fetch_timeout_ms"):
+                     "base_timeout_ms", "max_timeout_ms", "max_pending_txs", "fetch_timeout_ms",
+                     "max_block_bytes", "max_block_txs"):
             if getattr(self, name) < 1:
                 raise ConsensusError("%s must be >= 1" % name)
-        if self.batch_timeout_ms < 0 or self.empty_block_interval_ms < 0:
+        if self.batch_timeout_ms < 0 or self.empty_block_interval_ms < 0 or self.max_clock_drift_ms < 0:
             raise ConsensusError("timeouts must be >= 0")
         if self.max_timeout_ms < self.base_timeout_ms:
             raise ConsensusError("max_timeout_ms must be >= base_timeout_ms")
@@ -67,6 +92,18 @@ class ConsensusConfig:
         if self.quorum_override is not None:
             return self.quorum_override
         return validators.quorum
+
+    def block_bytes_limit(self, validators: ValidatorSet) -> int:
+        """The largest `block_bytes` a proposal may have while `validators` vote.
+
+        `max_block_bytes`, further bounded so that quorum+1 copies of a maximal
+        block (a NEW-VIEW's VIEW-CHANGEs with their prepared certificates, and
+        the re-proposal) plus generous per-VIEW-CHANGE overhead (certificate
+        and PREPARE signatures: < 512 bytes per validator) fit in one message.
+        """
+        copies = max(self.quorum(validators), validators.quorum) + 1
+        overhead = 4096 + copies * (1024 + 512 * validators.size)
+        return max(1024, min(self.max_block_bytes, (codec.MAX_MESSAGE_BYTES - overhead) // copies))
 
     def view_timeout_ms(self, attempt: int) -> int:
         """Timeout for the `attempt`-th consecutive view without progress (0-based)."""

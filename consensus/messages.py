@@ -335,7 +335,8 @@ def decode_message(data: bytes) -> Message:
     if not isinstance(data, (bytes, bytearray)) or len(data) > MAX_MESSAGE_BYTES:
         raise DecodeError("message is not bytes or is over %d bytes" % MAX_MESSAGE_BYTES)
     wire = codec.decode(bytes(data), max_bytes=MAX_MESSAGE_BYTES)
-    if not isinstance(wire, list) or not wire or isinstance(wire[0], bool) or wire[0] not in _DECODERS:
+    if (not isinstance(wire, list) or not wire or isinstance(wire[0], bool)
+            or not isinstance(wire[0], int) or wire[0] not in _DECODERS):
         raise DecodeError("unknown message tag")
     try:
         return _DECODERS[wire[0]].from_wire(wire)

@@ -24,7 +24,8 @@ from consensus.errors import ConsensusError
 from consensus.history import History
 from consensus.messages import PreparedCertificate
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+MAX_STATE_BYTES = 256 * 1024 * 1024  # local file, not a message: several whole blocks fit
 
 
 @dataclass(frozen=True)
@@ -47,30 +48,58 @@ class PersistedState:
       (and the latest VIEW-CHANGE), the double-sign guard.
     - `prepared`: the highest-view prepared certificate above the last commit
       (PBFT requires it to survive crashes: it goes into VIEW-CHANGE).
+    - `mandates`: `(view, height, block_hash)` fixed by an accepted NEW-VIEW
+      (§4.4, the O set): in that view only that block may be prepared at that
+      height. It must survive a restart, or a replica would accept any block
+      the (possibly faulty) primary sends in the view it re-entered.
+
+    Version 1 states (no mandates) still load: one saved in an active view
+    above 0 comes back as *changing* to that view, so the replica re-learns the
+    NEW-VIEW (peers re-send it) before it votes in that view again.
     """
 
     view: int = 0
     view_active: bool = True
     signed: tuple[SignedRecord, ...] = ()
     prepared: PreparedCertificate | None = None
+    mandates: tuple[tuple[int, int, bytes], ...] = ()
 
     def encode(self) -> bytes:
+        # Not a network message: the guard records may hold several whole
+        # blocks, so the codec's per-message size limit does not apply here.
         return codec.encode([
             STATE_VERSION, self.view, self.view_active,
             [[r.kind, r.view, r.height, r.digest, r.data] for r in self.signed],
             None if self.prepared is None else self.prepared.to_wire(),
-        ])
+            [[v, h, d] for v, h, d in self.mandates],
+        ], max_bytes=MAX_STATE_BYTES)
 
     @classmethod
     def decode(cls, data: bytes) -> "PersistedState":
         """Raise ConsensusError if `data` is not a state this version wrote."""
         try:
-            version, view, active, signed, prepared = codec.decode(data)
-            if version != STATE_VERSION or not isinstance(view, int) or not isinstance(active, bool):
+            fields = codec.decode(data, max_bytes=MAX_STATE_BYTES)
+            version = fields[0] if isinstance(fields, list) and fields else None
+            if version == 1 and len(fields) == 5:
+                _, view, active, signed, prepared = fields
+                mandates: list = []
+                if isinstance(view, int) and view > 0:
+                    active = False  # a mandate may have been lost: re-learn the NEW-VIEW
+            elif version == STATE_VERSION and len(fields) == 6:
+                _, view, active, signed, prepared, mandates = fields
+            else:
+                raise DecodeError("unknown persisted state version or shape")
+            if not isinstance(view, int) or not isinstance(active, bool):
                 raise DecodeError("unknown persisted state version or shape")
             records = tuple(SignedRecord(k, v, h, d, b) for k, v, h, d, b in signed)
+            fixed = []
+            for v, h, d in mandates:
+                if not isinstance(v, int) or not isinstance(h, int) or not isinstance(d, bytes):
+                    raise DecodeError("bad mandate")
+                fixed.append((v, h, d))
             return cls(view, active, records,
-                       None if prepared is None else PreparedCertificate.from_wire(prepared))
+                       None if prepared is None else PreparedCertificate.from_wire(prepared),
+                       tuple(fixed))
         except (LedgerError, TypeError, ValueError) as exc:
             raise ConsensusError("corrupt persisted consensus state: %s" % exc) from exc
 
@@ -85,6 +114,10 @@ class ChainTip:
     forever); the driver gets it from its executed governance state.
     `recent_tx_hashes` lets the replica refuse re-proposed transactions
     (the contracts' nonce check remains the durable replay guard).
+    `recent_txs` is the same with each block's height: `(height, tx hashes)`
+    for the last K (checkpoint_interval) blocks, so a restarted replica applies
+    exactly the K-block duplicate window a running one does. Hashes given only
+    in `recent_tx_hashes` count as committed at `height` (conservative).
     """
 
     height: int = 0
@@ -96,5 +129,6 @@ class ChainTip:
     certificate: CommitCertificate | None = None
     validator_schedule: tuple[tuple[int, ValidatorSet], ...] = ()
     recent_tx_hashes: frozenset[bytes] = frozenset()
+    recent_txs: tuple[tuple[int, tuple[bytes, ...]], ...] = ()
 
 

@@ -61,7 +61,7 @@ from typing import Any, Iterable
 
 from ledger import codec
 from ledger.crypto import PrivateKey, is_valid
-from ledger.errors import LedgerError
+from ledger.errors import EncodeError, LedgerError
 from ledger.hashing import sha256
 from ledger.types import (
     MAX_TXS_PER_BLOCK, Block, CommitCertificate, Header, Tx, ValidatorSet,
@@ -88,6 +88,7 @@ MAX_FETCHED = 1024
 MAX_EVIDENCE = 1000
 MAX_REPLIED = 4096
 MAX_VIEWS_AHEAD = 64
+MAX_HEADER_BYTES = 1024  # a block's encoding beyond its txs' (header ≈ 500 bytes, array headers)
 
 
 class Replica:
@@ -135,10 +136,24 @@ class Replica:
         self.results: dict[int, tuple[bytes, bytes]] = {tip.height: (tip.app_hash, tip.receipts_root)}
         self.last_certificate = tip.certificate
         self.recent: dict[int, tuple[Block, CommitCertificate]] = {}
+        self._decided_bytes: dict[int, bytes] = {}  # encoded Decided per recent height
         self.schedule: list[tuple[int, ValidatorSet]] = [(1, config.validators)]
         for start, vset in tip.validator_schedule:
             self._schedule_set(start, vset)
-        self.committed_txs: set[bytes] = set(tip.recent_tx_hashes)
+        # Transactions committed in the last K blocks (`_commit` prunes), by
+        # height: a proposal may not repeat them (§4.2 "valid request"; the
+        # contracts' nonces refuse older replays). The same window after a
+        # restart (the store hands back the last K blocks' txs with heights).
+        self.committed_txs: dict[bytes, int] = {}
+        self._committed_at: dict[int, list[bytes]] = {}
+        window_floor = tip.height - config.checkpoint_interval
+        for h, hashes in tip.recent_txs:
+            if window_floor < h <= tip.height:
+                for tx_hash in hashes:
+                    self._remember_committed_tx(tx_hash, h)
+        for tx_hash in tip.recent_tx_hashes:
+            if tx_hash not in self.committed_txs:
+                self._remember_committed_tx(tx_hash, tip.height)
 
         state = restored or PersistedState()
         self.view = state.view
@@ -151,8 +166,10 @@ class Replica:
             self.prepared = None
 
         self.pending: dict[bytes, Tx] = {}
+        self.pending_bytes: dict[bytes, int] = {}  # tx hash → len(tx.encode())
         self.future: dict[int, list[tuple[bytes, Any]]] = {}
         self.fetched: dict[int, tuple[Block, CommitCertificate, bytes]] = {}
+        self.verified_fetched: set[int] = set()  # heights in `fetched` from a verified Decided
         self.view_changes: dict[int, dict[bytes, tuple[ViewChange, bytes]]] = {}
         self.valid_view_changes: set[bytes] = set()
         self.new_view_sent: set[int] = set()
@@ -165,6 +182,8 @@ class Replica:
         self.replied: set[tuple[bytes, str, int]] = set()
         self.ahead_height = 0
         self.ahead_peer: bytes | None = None
+        self.ahead_senders: dict[bytes, int] = {}  # validator → height it showed it committed
+        self.status_token: int | None = None
         self.fetch_in_flight = False
         self.failed_views = 0
         self.token = 0
@@ -175,7 +194,9 @@ class Replica:
         self.batch_timers: set[tuple[int, int, str]] = set()
         self.batch_due: set[tuple[int, int]] = set()
         self.token_fetch = -1
-        self.mandates: dict[tuple[int, int], bytes] = {}
+        # (view, height) → block hash fixed by an accepted NEW-VIEW (§4.4 O set);
+        # persisted, so a restart in that view still refuses any other block
+        self.mandates: dict[tuple[int, int], bytes] = {(v, h): d for v, h, d in state.mandates}
         self._reset_slot()
 
     # ------------------------------------------------------------ driver API
@@ -192,6 +213,7 @@ class Replica:
             else:
                 self._start_view_change(self.view)
         self._arm_progress()
+        self._arm_status()
         self._maybe_propose()
         return self._flush()
 
@@ -203,23 +225,29 @@ class Replica:
         """
         self.now = now_ms
         self._out = []
-        if isinstance(event, MessageReceived):
-            self._on_message_bytes(event.sender_public_key, event.data)
-        elif isinstance(event, TimeoutFired):
-            self._on_timeout(event)
-        elif isinstance(event, TransactionsVerified):
-            self._on_transactions(event.txs)
-        elif isinstance(event, BlockExecuted):
-            self._on_block_executed(event)
-        elif isinstance(event, BlocksFetched):
-            self._on_blocks_fetched(event)
-        else:
-            raise InputError("unknown input %r" % (event,))
+        try:
+            if isinstance(event, MessageReceived):
+                self._on_message_bytes(event.sender_public_key, event.data)
+            elif isinstance(event, TimeoutFired):
+                self._on_timeout(event)
+            elif isinstance(event, TransactionsVerified):
+                self._on_transactions(event.txs)
+            elif isinstance(event, BlockExecuted):
+                self._on_block_executed(event)
+            elif isinstance(event, BlocksFetched):
+                self._on_blocks_fetched(event)
+            else:
+                raise InputError("unknown input %r" % (event,))
+        except EncodeError as exc:
+            # every message we build is bounded (blocks by `block_bytes_limit`):
+            # one that does not encode means a bound is wrong. Halt loudly.
+            raise InvariantViolation("a message we built does not encode: %s" % exc) from exc
         return self._flush()
 
     def persisted_state(self) -> PersistedState:
         """What the last `Persist` effect carried (for tests and drivers)."""
-        return PersistedState(self.view, self.view_active, tuple(self.signed.values()), self.prepared)
+        return PersistedState(self.view, self.view_active, tuple(self.signed.values()), self.prepared,
+                              tuple((v, h, d) for (v, h), d in sorted(self.mandates.items())))
 
     def status(self) -> dict[str, Any]:
         """A plain snapshot for metrics and RPC (`dump_consensus_state`)."""
@@ -258,6 +286,16 @@ class Replica:
                 current = vset
         return current
 
+    def _set_known(self, height: int) -> bool:
+        """Whether executed blocks already fix the validator set of `height`.
+
+        An update executed at h takes effect after the first multiple of K that
+        is ≥ h+1, so updates not yet executed (h ≥ executed+1) act only above
+        the first multiple of K that is ≥ executed+2.
+        """
+        k = self.config.checkpoint_interval
+        return height <= -(-(self.executed + 2) // k) * k
+
     def _quorum(self, height: int) -> int:
         return self.config.quorum(self.validators_for(height))
 
@@ -294,7 +332,9 @@ class Replica:
         record = self.signed.get(key)
         if record is not None:
             if record.digest == digest:
-                return record.data
+                # a proposal record at a committed height keeps only its digest
+                # (see `_commit`): nothing to re-send, and nothing new is signed
+                return record.data or None
             self._count("refused_double_sign")
             return None
         signature = self.key.sign(msg.KIND, self.chain_id, msg.payload())
@@ -302,6 +342,10 @@ class Replica:
         self.signed[key] = SignedRecord(msg.KIND, view, height, digest, data)
         self._dirty = True
         return data
+
+    def _remember_committed_tx(self, tx_hash: bytes, height: int) -> None:
+        self.committed_txs[tx_hash] = height
+        self._committed_at.setdefault(height, []).append(tx_hash)
 
     def _note_signed(self, sender: bytes, kind: str, view: int, height: int, digest: bytes, data: bytes) -> bool:
         """Keep the first signed message per slot; report a conflicting second one.
@@ -335,19 +379,30 @@ class Replica:
         self.commit_votes: dict[tuple[int, bytes], dict[bytes, bytes]] = {}
         self.mandates = {k: v for k, v in self.mandates.items() if k[1] > self.committed}
         self.retransmitted = False
+        # A COMMIT we signed for this height before a restart counts again (the
+        # same signature; the guard record survived, the tally did not).
+        height = self.committed + 1
+        for (kind, view, h), record in self.signed.items():
+            if kind == "commit" and h == height:
+                vote = CommitVote.from_wire(codec.decode(record.data))
+                self.commit_votes.setdefault((view, record.digest), {})[self.public_key] = vote.signature
 
     # ------------------------------------------------------------- messages
 
     def _on_message_bytes(self, peer: bytes, data: bytes) -> None:
         try:
             msg = decode_message(data)
-        except LedgerError:
+        except (LedgerError, TypeError, ValueError, KeyError, IndexError):
+            # decoding only: whatever a peer's bytes make the decoder raise is
+            # "malformed"; errors raised after decoding are not swallowed here
             self._drop("malformed")
             return
         try:
             self._dispatch(peer, msg, data)
         except MessageError as exc:
             self._drop(exc.reason)
+        except EncodeError:
+            raise  # ours, not the peer's: see `handle`
         except LedgerError:
             self._drop("invalid")
 
@@ -375,6 +430,8 @@ class Replica:
         if height > slot:
             self._check_signed(msg, min(height, self.executed + 1))
             self._note_ahead(msg.sender, height - 1)
+            if height - 1 > self.ahead_senders.get(msg.sender, 0):
+                self.ahead_senders[msg.sender] = height - 1
             if height > slot + self.config.pipeline_window:
                 self._start_fetch()
                 raise MessageError("beyond-window")
@@ -382,6 +439,8 @@ class Replica:
             if len(buffered) >= MAX_FUTURE_PER_HEIGHT:
                 raise MessageError("buffer-full")
             buffered.append((peer, data))
+            if self.progress_token is None and self._behind():
+                self._arm_progress()  # nothing pending may ever arrive: make sure we fetch
             return
         if msg.view > self.view + MAX_VIEWS_AHEAD:
             raise MessageError("view-too-far")
@@ -439,8 +498,20 @@ class Replica:
         if len(self.replied) > MAX_REPLIED:
             self.replied.clear()
         self.replied.add((peer, "decided", height))
-        block, cert = self.recent[height]
-        self._out.append(Send(peer, Decided(block, cert).encode()))
+        data = self._decided_bytes.get(height)
+        if data is None:  # encoded once per height, whichever peers need it
+            block, cert = self.recent[height]
+            data = Decided(block, cert).encode()
+            self._decided_bytes = {h: d for h, d in self._decided_bytes.items() if h in self.recent}
+            self._decided_bytes[height] = data
+        self._out.append(Send(peer, data))
+        tip = self.committed
+        if tip > height + 1 and tip in self.recent and (peer, "decided", tip) not in self.replied:
+            # the peer is further behind than one block: our certified tip tells it
+            # how far to fetch (it verifies every fetched block anyway)
+            self.replied.add((peer, "decided", tip))
+            block, cert = self.recent[tip]
+            self._out.append(Send(peer, Decided(block, cert).encode()))
 
     # --------------------------------------------------------- header checks
 
@@ -478,8 +549,14 @@ class Replica:
             return None if block.hash == mandate else "not-the-mandated-block"
         if header.view != p.view or header.proposer != p.sender:
             return "header-view-or-proposer"
-        if len(block.txs) > min(self.config.max_batch_txs, MAX_TXS_PER_BLOCK):
+        if header.time > self.now + self.config.max_clock_drift_ms:
+            # no upper bound would let a faulty primary push app time (and the
+            # monotone lower bound of every later header) arbitrarily far ahead
+            return "header-time-in-future"
+        if len(block.txs) > min(self.config.max_block_txs, MAX_TXS_PER_BLOCK):  # genesis-wide, not local
             return "too-many-txs"
+        if block_bytes(block) > self.config.block_bytes_limit(self.validators_for(p.height)):
+            return "block-too-large"  # a NEW-VIEW re-proposing it must fit in one message
         seen: set[bytes] = set()
         for tx in block.txs:
             tx_hash = tx.hash
@@ -508,6 +585,7 @@ class Replica:
         height = self.committed + 1
         # catch-up: a certified block for the slot commits directly
         fetched = self.fetched.pop(height, None)
+        self.verified_fetched.discard(height)
         if fetched is not None:
             block, cert, peer = fetched
             if self._certified_ok(block, cert):
@@ -540,19 +618,30 @@ class Replica:
         if p is not None and self.checked.get((view, p.block_hash)):
             primary = self._primary(view, height)
             # §4.2: a backup accepts a pre-prepare and multicasts PREPARE
-            if self.public_key != primary and ("prepare", view, height) not in self.signed:
-                msg = Prepare(self.public_key, view, height, p.block_hash)
-                data = self._sign_once(msg, view, height, p.block_hash)
-                if data is not None:
-                    self._out.append(Broadcast(data))
-                    self.prepares.setdefault((view, p.block_hash), {})[self.public_key] = replace(
-                        msg, signature=Prepare.from_wire(codec.decode(data)).signature)
+            if self.public_key != primary and self.public_key not in self.prepares.get((view, p.block_hash), {}):
+                record = self.signed.get(("prepare", view, height))
+                if record is None:
+                    msg = Prepare(self.public_key, view, height, p.block_hash)
+                    data = self._sign_once(msg, view, height, p.block_hash)
+                    if data is not None:
+                        self._out.append(Broadcast(data))
+                        self.prepares.setdefault((view, p.block_hash), {})[self.public_key] = replace(
+                            msg, signature=Prepare.from_wire(codec.decode(data)).signature)
+                        return True
+                elif record.digest == p.block_hash:
+                    # Signed before a restart (the guard record survived, the vote
+                    # tally did not): the same signature counts again, and peers
+                    # that lost it get it once more. Nothing new is signed.
+                    self.prepares.setdefault((view, p.block_hash), {})[self.public_key] = \
+                        Prepare.from_wire(codec.decode(record.data))
+                    self._out.append(Broadcast(record.data))
                     return True
             # §4.2 prepared(m, v, n, i): pre-prepare + quorum−1 matching prepares
             votes = self.prepares.get((view, p.block_hash), {})
             if len(votes) >= self._quorum(height) - 1 and ("commit", view, height) not in self.signed:
                 cert = PreparedCertificate(p, tuple(sorted(votes.values(), key=lambda m: m.sender)))
-                if self.prepared is None or self.prepared.proposal.view < view:
+                if (self.prepared is None or self.prepared.proposal.height != height
+                        or self.prepared.proposal.view < view):
                     self.prepared = cert
                     self._dirty = True  # persisted before the COMMIT leaves (§4.4 needs P after a crash)
                 msg = CommitVote(self.public_key, view, height, p.block_hash)
@@ -609,9 +698,19 @@ class Replica:
         self.recent.pop(height - self.config.pipeline_window - 1, None)
         for tx in block.txs:
             tx_hash = tx.hash
-            self.committed_txs.add(tx_hash)
+            self._remember_committed_tx(tx_hash, height)
             self.pending.pop(tx_hash, None)
-        self.prepared = None
+            self.pending_bytes.pop(tx_hash, None)
+        for old in [h for h in self._committed_at if h <= height - self.config.checkpoint_interval]:
+            for tx_hash in self._committed_at.pop(old):
+                if self.committed_txs.get(tx_hash) == old:
+                    del self.committed_txs[tx_hash]
+        # `prepared` stays until BlockExecuted: the Persist that precedes this
+        # Commit must still carry it, because the block reaches the store only
+        # after execution. A crash in between restarts us at committed = h−1
+        # with a COMMIT signed for h, and our VIEW-CHANGE must then carry the
+        # prepared certificate (§4.4). A certificate whose height is not
+        # committed+1 is ignored everywhere (view change, restore, replacement).
         # Keep guard records for recent heights too: a crash may lose the last
         # unsynced blocks, and we must not sign those heights differently again.
         # (Drivers must sync the block store at least every K heights.)
@@ -620,6 +719,8 @@ class Replica:
             del self.signed[key]
         self._dirty = True
         self.failed_views = 0
+        self.ahead_senders = {k: h for k, h in self.ahead_senders.items() if h > height}
+        self.verified_fetched = {h for h in self.verified_fetched if h > height}
         self._reset_slot()
         self.progress_token = None
         self._arm_progress()
@@ -628,6 +729,8 @@ class Replica:
         buffered = self.future.pop(height + 1, [])
         for peer, data in buffered:
             self._on_message_bytes(peer, data)
+        if not self.view_active:
+            self._maybe_send_new_view(self.view)  # it may have waited for us to catch up
 
     # ------------------------------------------------------------- proposing
 
@@ -636,19 +739,46 @@ class Replica:
         height = self.committed + 1
         view = self.view
         if (not self.view_active or self.executed < self.committed
-                or self._primary(view, height) != self.public_key or view in self.proposals
-                or (view, height) in self.mandates):
+                or self._primary(view, height) != self.public_key or view in self.proposals):
             return False
         record = self.signed.get(("proposal", view, height))
         if record is not None:  # signed before a restart: never sign another block here
+            if not record.data:
+                return False  # committed before the crash (bytes stripped): peers or a fetch decide it
             p = Proposal.from_wire(codec.decode(record.data))
             self.proposals[view] = p
             self.proposal_bytes[view] = record.data
             self._out.append(Broadcast(record.data))
             return True
-        txs = [tx for h, tx in self.pending.items() if h not in self.committed_txs][: self.config.max_batch_txs]
+        if (view, height) in self.mandates:
+            return False  # the NEW-VIEW fixed this view's block: never propose another
+        # B transactions, or fewer when the next one would push the block past
+        # its byte bound (then the batch is full: propose at once)
+        room = self.config.block_bytes_limit(self.validators_for(height)) - MAX_HEADER_BYTES
+        txs: list[Tx] = []
+        full = False
+        oversized: list[bytes] = []
+        for h, tx in self.pending.items():
+            if h in self.committed_txs:
+                continue
+            size = self.pending_bytes.get(h) or len(tx.encode())
+            if size > room:
+                if not txs:
+                    oversized.append(h)  # fits no block of this validator set: never proposable
+                    continue
+                full = True
+                break
+            txs.append(tx)
+            room -= size
+            if len(txs) >= min(self.config.max_batch_txs, self.config.max_block_txs):
+                full = True
+                break
+        for h in oversized:
+            self.pending.pop(h, None)
+            self.pending_bytes.pop(h, None)
+            self._drop("tx-too-large")
         due = (view, height) in self.batch_due
-        if len(txs) < self.config.max_batch_txs and not (due and (txs or self.config.empty_block_interval_ms)):
+        if not full and not (due and (txs or self.config.empty_block_interval_ms)):
             if txs and (view, height, "batch") not in self.batch_timers:
                 self.batch_timers.add((view, height, "batch"))
                 self._schedule("batch", self.config.batch_timeout_ms, view, height, 0)
@@ -682,21 +812,54 @@ class Replica:
     # ---------------------------------------------------------- transactions
 
     def _on_transactions(self, txs: Iterable[Tx]) -> None:
+        limit = self.config.block_bytes_limit(self.validators_for(self.committed + 1)) - MAX_HEADER_BYTES
         for tx in txs:
-            tx_hash = tx.hash
+            data = tx.encode()
+            tx_hash = sha256(data)  # = tx.hash
             if tx_hash in self.committed_txs or tx_hash in self.pending:
+                continue
+            if len(data) > limit:
+                self._drop("tx-too-large")  # no block may carry it
                 continue
             if len(self.pending) >= self.config.max_pending_txs:
                 self._drop("pending-full")
                 continue
             self.pending[tx_hash] = tx
+            self.pending_bytes[tx_hash] = len(data)
         self._arm_progress()
         self._advance()
 
     # -------------------------------------------------------------- timeouts
 
     def _waiting(self) -> bool:
-        return bool(self.pending) or bool(self.proposals)
+        return bool(self.pending) or bool(self.proposals) or self._behind()
+
+    def _behind(self) -> bool:
+        """f+1 distinct validators signed slot messages for heights above ours:
+        at least one honest validator committed our slot, so we must fetch it
+        even with no transaction or proposal pending (nothing else would)."""
+        slot = self.committed + 1
+        ahead = sum(1 for h in self.ahead_senders.values() if h >= slot)
+        return ahead > self.validators_for(slot).max_faulty
+
+    def _arm_status(self) -> None:
+        self.status_token = self._next_token()
+        self._schedule("status", self.config.max_timeout_ms, self.view, self.committed + 1, self.status_token)
+
+    def _beacon(self) -> None:
+        """Idle: re-send our COMMIT for our last committed height (a status beacon).
+
+        A replica that is behind learns from it that a quorum moved on (f+1
+        senders ahead, or beyond its window) and fetches; a peer ahead of us
+        answers it with Decided blocks. Costs one small message per peer per
+        `max_timeout_ms` while nothing happens, and signs nothing new.
+        """
+        best = None
+        for (kind, view, h), record in self.signed.items():
+            if kind == "commit" and h == self.committed and (best is None or view > best.view):
+                best = record
+        if best is not None:
+            self._out.append(Broadcast(best.data))
 
     def _arm_progress(self) -> None:
         """Start the view-change timer when work is pending (§4.4)."""
@@ -725,6 +888,8 @@ class Replica:
                 return
             if self.ahead_height > self.committed and not self.fetch_in_flight:
                 self._start_fetch()
+            elif not (self.pending or self.proposals):
+                pass  # only behind, a fetch in flight: never vote a view out for that
             elif not self.retransmitted and self.view_active:
                 self.retransmitted = True
                 self._retransmit()
@@ -746,6 +911,12 @@ class Replica:
                 self._arm_view_change_timer()
             else:
                 self._start_view_change(self.view + 1)
+        elif t.kind == "status":
+            if t.token != self.status_token:
+                return
+            if not self._waiting():
+                self._beacon()
+            self._arm_status()
         elif t.kind == "fetch":
             if t.token == self.token_fetch:
                 self.fetch_in_flight = False
@@ -757,7 +928,7 @@ class Replica:
         height = self.committed + 1
         sent = False
         for (kind, view, h), record in sorted(self.signed.items()):
-            if h == height and view == self.view and kind in ("proposal", "prepare", "commit"):
+            if h == height and view == self.view and kind in ("proposal", "prepare", "commit") and record.data:
                 self._out.append(Broadcast(record.data))
                 sent = True
         if not sent and self.committed in self.recent:
@@ -830,7 +1001,11 @@ class Replica:
         digest = sha256(data)
         if digest in self.valid_view_changes:
             return
-        self._check_signed(vc, self.committed + 1)
+        # The sender changes views at ITS slot, committed_height + 1: it must be a
+        # validator there. Past a set boundary we have not executed we cannot tell.
+        if not self._set_known(vc.committed_height + 1):
+            raise MessageError("view-change-beyond-known-set")
+        self._check_signed(vc, vc.committed_height + 1)
         problem = self._view_change_problem(vc)
         if problem is not None:
             raise MessageError("view-change-" + problem)
@@ -838,7 +1013,21 @@ class Replica:
             self.valid_view_changes.clear()
         self.valid_view_changes.add(digest)
 
+    def _ahead_by_certificate(self, peer: bytes, cert: CommitCertificate | None) -> None:
+        """A certificate above our height that we can verify (its height's set is
+        known) proves a quorum moved on, even when the message carrying it is
+        beyond a set boundary we cannot judge yet: fetch."""
+        if cert is None or cert.height <= max(self.committed, self.ahead_height if self.fetch_in_flight else 0):
+            return
+        if self._set_known(cert.height) and self._certificate_ok(cert):
+            self._note_ahead(peer, cert.height)
+            self._start_fetch()
+
     def _on_view_change(self, peer: bytes, vc: ViewChange, data: bytes) -> None:
+        if vc.new_view > self.view + MAX_VIEWS_AHEAD:
+            raise MessageError("view-too-far")  # bounds what one sender makes us store
+        if not self._set_known(vc.committed_height + 1):
+            self._ahead_by_certificate(vc.sender, vc.certificate)
         self._validate_view_change(vc, data)
         if not self._note_signed(vc.sender, "view-change", vc.new_view, 0, sha256(data), data):
             raise MessageError("conflicting-view-change")
@@ -854,15 +1043,24 @@ class Replica:
                 self.replied.add((vc.sender, "new-view", self.view))
                 self._out.append(Send(vc.sender, self.last_new_view))
             raise MessageError("old-view")
+        # keep only each sender's latest VIEW-CHANGE (it abandoned lower views)
+        for w, vcs in list(self.view_changes.items()):
+            if vc.sender in vcs and w != vc.new_view:
+                if w > vc.new_view:
+                    raise MessageError("superseded-view-change")
+                del vcs[vc.sender]
+                if not vcs:
+                    del self.view_changes[w]
         self.view_changes.setdefault(vc.new_view, {})[vc.sender] = (vc, data)
         # §4.5.2: f+1 view changes for higher views ⇒ join the smallest of them
         higher = {}
+        vset = self.validators_for(self.committed + 1)
         for w, vcs in self.view_changes.items():
             if w > self.view:
                 for sender in vcs:
-                    if sender != self.public_key:
+                    if sender != self.public_key and vset.index_of(sender) is not None:
                         higher[sender] = min(higher.get(sender, w), w)
-        if len(higher) >= self.validators_for(self.committed + 1).max_faulty + 1:
+        if len(higher) >= vset.max_faulty + 1:
             target = sorted(higher.values())[0]
             self._start_view_change(target)
         self._maybe_send_new_view(vc.new_view)
@@ -875,12 +1073,22 @@ class Replica:
         if self._primary(view, height) != self.public_key:
             return
         vcs = self.view_changes.get(view, {})
-        quorum = self._quorum(height)
-        if len(vcs) < quorum or self.public_key not in vcs:
+        if self.public_key not in vcs or any(vc.committed_height >= height for vc, _ in vcs.values()):
+            return  # we are behind a certified height: catch up first (retried on commit)
+        # Only validators of our slot count (a validator removed at the boundary
+        # below our slot may still send VIEW-CHANGEs for its old slot).
+        vset = self.validators_for(height)
+        quorum = self.config.quorum(vset)
+        members = [(s, vc) for s, (vc, _) in sorted(vcs.items())
+                   if s != self.public_key and vset.index_of(s) is not None]
+        if len(members) + 1 < quorum:
             return
-        chosen = [vcs[self.public_key][0]] + [vc for s, (vc, _) in sorted(vcs.items()) if s != self.public_key]
-        chosen = chosen[:quorum]
+        # the freshest VIEW-CHANGEs first, so the target is our slot when possible
+        members.sort(key=lambda item: -item[1].committed_height)
+        chosen = ([vcs[self.public_key][0]] + [vc for _, vc in members])[:quorum]
         target_height, mandated = _new_view_decision(chosen)
+        if self.validators_for(target_height) != vset:
+            return  # stale VIEW-CHANGEs from before a set boundary: the next view has fresh ones
         proposal = None
         if mandated is not None:
             proposal = self._send_proposal_for_new_view(view, mandated.block)
@@ -905,19 +1113,31 @@ class Replica:
         # §4.4: a replica accepts NEW-VIEW only after re-checking V and O itself
         if nv.view < self.view or (nv.view == self.view and self.view_active):
             raise MessageError("old-view")
-        height = self.committed + 1
-        if nv.sender != self._primary(nv.view, height):
+        if not nv.view_changes:
+            raise MessageError("new-view-without-quorum")
+        # Everything is judged against the set in force at the NEW-VIEW's target
+        # height (max certified height + 1), where the quorums must intersect.
+        target_height, mandated = _new_view_decision(list(nv.view_changes))
+        if not self._set_known(target_height):
+            # past a set boundary we have not executed: catch up (the certificate
+            # of the highest VIEW-CHANGE proves how far) and take the view later
+            best = max(nv.view_changes, key=lambda vc: vc.committed_height)
+            self._ahead_by_certificate(best.sender, best.certificate)
+            raise MessageError("new-view-beyond-known-set")
+        vset = self.validators_for(target_height)
+        if nv.sender != vset.primary(nv.view).public_key:
             raise MessageError("new-view-not-from-primary")
-        self._check_signed(nv, height)
+        self._check_signed(nv, target_height)
         signers: set[bytes] = set()
         for vc in nv.view_changes:
             if vc.new_view != nv.view or vc.sender in signers:
                 raise MessageError("new-view-bad-view-changes")
+            if vset.index_of(vc.sender) is None:
+                raise MessageError("new-view-view-change-from-non-validator")
             self._validate_view_change(vc, vc.encode())
             signers.add(vc.sender)
-        if len(signers) < self._quorum(height):
+        if len(signers) < self.config.quorum(vset):
             raise MessageError("new-view-without-quorum")
-        target_height, mandated = _new_view_decision(list(nv.view_changes))
         p = nv.proposal
         if mandated is not None:
             if p is None or p.block_hash != mandated.block_hash:
@@ -939,14 +1159,26 @@ class Replica:
         self._count("new_views")
         for w in [w for w in self.view_changes if w <= nv.view]:
             del self.view_changes[w]
+        # VIEW-CHANGE/NEW-VIEW bookkeeping (height 0) for views below ours is
+        # done with: stable checkpoints never collect it, so drop it here
+        self.first_seen = {k: v for k, v in self.first_seen.items() if k[3] != 0 or k[2] >= nv.view}
+        self.evidence_keys = {k for k in self.evidence_keys if k[3] != 0 or k[2] >= nv.view}
         if mandated is not None:
             self.mandates[(nv.view, target_height)] = mandated.block_hash
             self.checked = {k: v for k, v in self.checked.items() if k[0] != nv.view}
         p = nv.proposal
         if p is not None:
             if p.height == self.committed + 1:
-                self._note_signed(p.sender, "proposal", p.view, p.height, p.block_hash, p.encode())
-                self.proposals.setdefault(p.view, p)
+                # The NEW-VIEW's proposal IS the view's pre-prepare (§4.4): it
+                # replaces whatever the primary sent for this view before its
+                # NEW-VIEW (nobody could prepare that: the view was not active).
+                # A different earlier block from the same primary is evidence.
+                data_p = p.encode()
+                self._note_signed(p.sender, "proposal", p.view, p.height, p.block_hash, data_p)
+                if p.view in self.proposals and self.proposals[p.view].block_hash != p.block_hash:
+                    self.checked.pop((p.view, self.proposals[p.view].block_hash), None)
+                self.proposals[p.view] = p
+                self.proposal_bytes[p.view] = data_p
             elif p.height > self.committed + 1:
                 self.future.setdefault(p.height, []).append((nv.sender, p.encode()))
         max_committed = target_height - 1
@@ -970,6 +1202,10 @@ class Replica:
                              % (e.height, self.executed, self.committed))
         self.executed = e.height
         self.results[e.height] = (e.app_hash, e.receipts_root)
+        if self.prepared is not None and self.prepared.proposal.height <= e.height:
+            # the block is in the store now: a restart resumes above it. Not
+            # marked dirty: a stale certificate on disk is ignored on restore.
+            self.prepared = None
         self.results.pop(e.height - self.config.pipeline_window - 2, None)
         if e.validator_update is not None:
             k = self.config.checkpoint_interval
@@ -1042,7 +1278,8 @@ class Replica:
             return
         self.fetch_in_flight = True
         self._count("fetches")
-        top = min(self.ahead_height, self.committed + MAX_FETCHED)
+        # one past what we know is committed: the peer may well have it ("possibly fewer")
+        top = min(self.ahead_height + 1, self.committed + MAX_FETCHED)
         self._out.append(FetchBlocks(self.ahead_peer, self.committed + 1, top))
         self.token_fetch = self._next_token()
         self._schedule("fetch", self.config.fetch_timeout_ms, self.view, self.committed + 1, self.token_fetch)
@@ -1053,7 +1290,18 @@ class Replica:
             raise MessageError("old-height")
         if height > self.committed + MAX_FETCHED:
             raise MessageError("beyond-window")
-        self.fetched[height] = (d.block, d.certificate, peer)
+        if height in self.verified_fetched:
+            raise MessageError("duplicate")  # never replace a verified entry
+        # Decided is unsigned: only its certificate (a quorum of COMMIT
+        # signatures, checked against the latest validator set we know) makes it
+        # evidence. Unverified, it could steer our catch-up at will.
+        cert = d.certificate
+        if cert.block_hash != d.block.hash or not self._certificate_ok(cert):
+            raise MessageError("decided-bad-certificate")
+        if compute_tx_root(d.block.txs) != d.block.header.tx_root:
+            raise MessageError("decided-bad-tx-root")
+        self.fetched[height] = (d.block, cert, peer)
+        self.verified_fetched.add(height)
         if height > self.committed + 1:
             self._note_ahead(peer, height)
             self._start_fetch()
@@ -1061,14 +1309,31 @@ class Replica:
 
     def _on_blocks_fetched(self, f: BlocksFetched) -> None:
         self.fetch_in_flight = False
+        before = self.committed
         for block, cert in f.blocks:
             if self.committed < block.height <= self.committed + MAX_FETCHED and cert.height == block.height:
-                self.fetched[block.height] = (block, cert, f.peer)
+                if block.height not in self.verified_fetched:  # never replace a verified entry
+                    self.fetched[block.height] = (block, cert, f.peer)
             else:
                 self._drop("fetched-out-of-range")
         self._advance()
+        if self.committed == before:
+            # Nothing usable (empty, timed out or bad): that peer is not ahead
+            # after all. Forget it rather than ask it again at once in a loop;
+            # fresh evidence of a peer ahead (or the fetch timer) fetches again.
+            self._count("empty_fetches")
+            if f.peer == self.ahead_peer:
+                self.ahead_peer = None
+                self.ahead_height = self.committed
+            return
         if self.ahead_height > self.committed and (self.committed + 1) not in self.fetched:
             self._start_fetch()
+
+
+def block_bytes(block: Block) -> int:
+    """`len(block.encode())`, up to a few bytes, without re-encoding a large block
+    in one piece: what `ConsensusConfig.block_bytes_limit` bounds."""
+    return 6 + len(codec.encode(block.header.to_wire())) + sum(len(tx.encode()) for tx in block.txs)
 
 
 def _new_view_decision(view_changes: list[ViewChange]) -> tuple[int, Proposal | None]:

@@ -60,18 +60,19 @@ def _pack(value: Any) -> bytes:
     return msgpack.packb(value, use_bin_type=True, strict_types=False)
 
 
-def encode(value: Any) -> bytes:
+def encode(value: Any, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
     """Encode `value` canonically.
 
     Raises EncodeError for floats, unknown types, out-of-range ints, deep
-    nesting or a result over MAX_MESSAGE_BYTES.
+    nesting or a result over `max_bytes` (MAX_MESSAGE_BYTES: a message; local
+    files such as the persisted consensus state may pass a larger bound).
     """
     try:
         data = _pack(_canonical(value, 0))
     except (TypeError, ValueError, OverflowError) as exc:
         raise EncodeError(str(exc)) from exc
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise EncodeError("encoding is %d bytes, limit %d" % (len(data), MAX_MESSAGE_BYTES))
+    if len(data) > max_bytes:
+        raise EncodeError("encoding is %d bytes, limit %d" % (len(data), max_bytes))
     return data
 
 
@@ -110,7 +111,7 @@ def decode(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
     except Exception as exc:  # msgpack raises many unrelated types on garbage
         raise DecodeError("malformed msgpack: %s" % type(exc).__name__) from exc
     try:
-        again = encode(value)
+        again = encode(value, max_bytes=max_bytes)
     except EncodeError as exc:
         raise DecodeError("not a canonical value: %s" % exc) from exc
     if again != data:

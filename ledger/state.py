@@ -16,7 +16,10 @@ Why this shape (reference/PROOFS.md §1.2, §1.9):
 Storage layout (under an optional namespace prefix):
   N ‖ node_key            -> internal [exist_bitmap, (version, hash, leaf_count)*]
                              or leaf [key_hash, value_hash, key, value]
-  S ‖ u64 stale_since ‖ node_key -> b""   (node is not in tree stale_since)
+  S ‖ u64 stale_since     -> [node_key, ...]  (nodes not in the tree from
+                             stale_since on; one record per version. Entries
+                             S ‖ u64 ‖ node_key -> b"" of the older per-node
+                             layout are still pruned.)
   R ‖ u64 version         -> root entry [version, hash, leaf_count] or nil
   K ‖ key                 -> latest value (one get for execution reads)
   M latest / M pruned     -> u64 latest version / oldest retained version
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import operator
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -41,8 +45,13 @@ MAX_KEY_BYTES = 1024
 MAX_VALUE_BYTES = 256 * 1024
 MAX_VERSION = 2**64 - 1
 MAX_SIBLINGS = 256
+# Largest canonical proof: 256 siblings of 34 B plus a leaf is under 9 KiB.
+MAX_PROOF_BYTES = 16 * 1024
 HASH_BYTES = 32
-DEFAULT_CACHE_NODES = 100_000
+# Decoded internal nodes kept in memory (LRU). 1M random keys have ~330k
+# internal nodes; measured ~1.7 KB each decoded with their binary-subtree
+# hashes, so the default holds the whole internal tree of ~1M keys in ~700 MB.
+DEFAULT_CACHE_NODES = 400_000
 
 _U64 = struct.Struct(">Q")
 _NODE_KEY_HEAD = struct.Struct(">QB")
@@ -114,6 +123,22 @@ class _Node:
         self.kinds: bytes = b""
 
 
+def _prefixed(prefix: bytes) -> Any:
+    """`copy` of a SHA-256 state that has absorbed `prefix` (cheaper than
+    hashing `prefix + left + right`: no concatenations, prefix absorbed once)."""
+    copy = _PREFIXED.get(prefix)
+    if copy is None:
+        if len(_PREFIXED) > 64:
+            _PREFIXED.clear()
+        copy = _PREFIXED[prefix] = _sha256(prefix).copy
+    return copy
+
+
+_PREFIXED: dict[bytes, Any] = {}
+_ALL_INDEXES = tuple(range(15, 0, -1))
+_BY_KEY_HASH = operator.attrgetter("kh")
+
+
 def _rehash(node: _Node, params: TreeParams, changed: list[int] | None = None) -> int:
     """Fill node.hashes/kinds (all of them, or the ancestors of `changed` slots).
 
@@ -122,33 +147,38 @@ def _rehash(node: _Node, params: TreeParams, changed: list[int] | None = None) -
     placeholders. Returns the number of SHA-256 calls.
     """
     children = node.children
+    placeholder = params.placeholder
     if changed is None or not node.hashes:
-        hashes = [params.placeholder] * 32
+        hashes = [placeholder] * 32
         kinds = bytearray(32)
-        for slot in range(16):
-            child = children[slot]
+        slot = 16
+        for child in children:
             if child is not None:
-                hashes[16 + slot] = child[1]
-                kinds[16 + slot] = _LEAF if child[2] == 1 else _OTHER
-        todo: Any = range(15, 0, -1)
+                hashes[slot] = child[1]
+                kinds[slot] = _LEAF if child[2] == 1 else _OTHER
+            slot += 1
+        todo: Any = _ALL_INDEXES
     else:
         hashes = list(node.hashes)
         kinds = bytearray(node.kinds)
-        dirty = set()
         for slot in changed:
             child = children[slot]
             if child is None:
-                hashes[16 + slot] = params.placeholder
+                hashes[16 + slot] = placeholder
                 kinds[16 + slot] = _EMPTY
             else:
                 hashes[16 + slot] = child[1]
                 kinds[16 + slot] = _LEAF if child[2] == 1 else _OTHER
-            index = (16 + slot) >> 1
-            while index:
-                dirty.add(index)
-                index >>= 1
-        todo = sorted(dirty, reverse=True)
-    prefix = params.internal_prefix
+        # Ancestors level by level (bottom-up); within a level order is free.
+        if len(changed) == 1:
+            index = (16 + changed[0]) >> 1
+            todo = (index, index >> 1, index >> 2, 1)
+        else:
+            level3 = {(16 + slot) >> 1 for slot in changed}
+            level2 = {index >> 1 for index in level3}
+            level1 = {index >> 1 for index in level2}
+            todo = [*level3, *level2, *level1, 1]
+    copy = _prefixed(params.internal_prefix)
     calls = 0
     for index in todo:
         left = index << 1
@@ -161,7 +191,10 @@ def _rehash(node: _Node, params: TreeParams, changed: list[int] | None = None) -
             hashes[index] = hashes[left + 1]
             kinds[index] = _LEAF
         else:
-            hashes[index] = _sha256(prefix + hashes[left] + hashes[left + 1]).digest()
+            state = copy()
+            state.update(hashes[left])
+            state.update(hashes[left + 1])
+            hashes[index] = state.digest()
             kinds[index] = _OTHER
             calls += 1
     node.hashes = tuple(hashes)
@@ -174,40 +207,60 @@ def _nibble(key_hash: bytes, depth: int) -> int:
     return byte & 0x0F if depth & 1 else byte >> 4
 
 
+_HIGH_NIBBLE = tuple(bytes((byte & 0xF0,)) for byte in range(256))
+
+
+def _node_path(key_hash: bytes, depth: int) -> bytes:
+    """The first `depth` nibbles of key_hash, packed (odd count: low half zero)."""
+    half = depth >> 1
+    if depth & 1:
+        return key_hash[:half] + _HIGH_NIBBLE[key_hash[half]]
+    return key_hash[:half]
+
+
 def _node_key(version: int, key_hash: bytes, depth: int) -> bytes:
     """version u64 BE ‖ nibble count ‖ the first `depth` nibbles of key_hash, packed."""
     half = depth >> 1
     if depth & 1:
-        return _NODE_KEY_HEAD.pack(version, depth) + key_hash[:half] + bytes((key_hash[half] & 0xF0,))
+        return _NODE_KEY_HEAD.pack(version, depth) + key_hash[:half] + _HIGH_NIBBLE[key_hash[half]]
     return _NODE_KEY_HEAD.pack(version, depth) + key_hash[:half]
 
 
 # --------------------------------------------------------------------------- node codec
 
+# One Packer reused: packb() builds a new one per call. pack() runs entirely
+# under the GIL for the plain ints/bytes/lists given here, so sharing is safe.
+_pack = msgpack.Packer(use_bin_type=True).pack
+_unpackb = msgpack.unpackb
 
-def _encode_internal(children: list[Child | None]) -> bytes:
+
+def _encode_internal(children: list[Child | None] | tuple[Child | None, ...]) -> bytes:
     bitmap = 0
+    bit = 1
     flat: list[Any] = [0]
-    for index, child in enumerate(children):
+    for child in children:
         if child is not None:
-            bitmap |= 1 << index
-            flat.extend(child)
+            bitmap |= bit
+            flat += child
+        bit <<= 1
     flat[0] = bitmap
-    return msgpack.packb(flat, use_bin_type=True)
+    return _pack(flat)
 
 
 def _decode_internal(data: bytes) -> list[Child | None]:
     """Raises StorageError if `data` is not an internal node we wrote."""
     try:
-        flat = msgpack.unpackb(data, raw=False)
+        flat = _unpackb(data, raw=False)
         bitmap = flat[0]
+        if type(bitmap) is not int:
+            raise ValueError("bitmap")
         children: list[Child | None] = [None] * 16
         j = 1
         for index in range(16):
             if bitmap >> index & 1:
                 children[index] = (flat[j], flat[j + 1], flat[j + 2])
                 j += 3
-        if j != len(flat) or not isinstance(bitmap, int):
+        if j != len(flat):
             raise ValueError("trailing data")
     except Exception as exc:  # corrupt bytes from disk: msgpack raises many types
         raise StorageError("corrupt internal node: %s" % type(exc).__name__) from exc
@@ -215,18 +268,29 @@ def _decode_internal(data: bytes) -> list[Child | None]:
 
 
 def _encode_leaf(leaf: Leaf) -> bytes:
-    return msgpack.packb(list(leaf), use_bin_type=True)
+    return _pack(list(leaf))
 
 
 def _decode_leaf(data: bytes) -> Leaf:
     """Raises StorageError if `data` is not a leaf node we wrote."""
     try:
-        kh, vh, key, value = msgpack.unpackb(data, raw=False)
+        kh, vh, key, value = _unpackb(data, raw=False)
     except Exception as exc:  # corrupt bytes from disk
         raise StorageError("corrupt leaf node: %s" % type(exc).__name__) from exc
-    if not all(type(part) is bytes for part in (kh, vh, key, value)):
+    if type(kh) is not bytes or type(vh) is not bytes or type(key) is not bytes or type(value) is not bytes:
         raise StorageError("corrupt leaf node: field types")
     return (kh, vh, key, value)
+
+
+def _decode_stale(data: bytes) -> list[bytes]:
+    """Raises StorageError unless `data` is a stale-index record we wrote."""
+    try:
+        node_keys = _unpackb(data, raw=False)
+    except Exception as exc:  # corrupt bytes from disk
+        raise StorageError("corrupt stale index: %s" % type(exc).__name__) from exc
+    if type(node_keys) is not list or not all(type(key) is bytes for key in node_keys):
+        raise StorageError("corrupt stale index")
+    return node_keys
 
 
 def _decode_root(data: bytes) -> Child | None:
@@ -239,6 +303,9 @@ def _decode_root(data: bytes) -> Child | None:
     if not isinstance(entry, list) or len(entry) != 3:
         raise StorageError("corrupt root entry")
     return (entry[0], entry[1], entry[2])
+
+
+_NO_CHILDREN: tuple[None, ...] = (None,) * 16
 
 
 # --------------------------------------------------------------------------- proofs
@@ -262,28 +329,67 @@ class StateProof:
 
     @classmethod
     def from_wire(cls, wire: Any) -> "StateProof":
-        """Raises ProofError on any structure other than what to_wire makes."""
-        if not isinstance(wire, dict) or sorted(wire) != ["leaf", "siblings"]:
+        """Raises ProofError on any structure other than what to_wire makes.
+
+        Total: whatever `wire` is (mixed key types, odd subclasses), the only
+        exception is ProofError.
+        """
+        if not isinstance(wire, dict) or dict.__len__(wire) != 2:
             raise ProofError("state proof must be a map with leaf and siblings")
-        leaf, siblings = wire["leaf"], wire["siblings"]
-        if isinstance(leaf, list):
+        try:
+            leaf = dict.get(wire, "leaf", _MISSING)
+            siblings = dict.get(wire, "siblings", _MISSING)
+        except Exception as exc:  # a key object whose __hash__/__eq__ misbehaves
+            raise ProofError("state proof map has unusable keys") from exc
+        if leaf is _MISSING or siblings is _MISSING:
+            raise ProofError("state proof must be a map with leaf and siblings")
+        if type(leaf) is list:
             leaf = tuple(leaf)
-        if isinstance(siblings, list):
+        if type(siblings) is list:
             siblings = tuple(siblings)
         _check_fields(leaf, siblings)
         return cls(leaf, siblings)
 
     def to_bytes(self) -> bytes:
-        return codec.encode(self.to_wire())
+        """The canonical encoding (ledger.codec) of to_wire()."""
+        try:
+            _check_fields(self.leaf, self.siblings)
+        except ProofError:
+            return codec.encode(self.to_wire())  # malformed: the generic path and its errors
+        return self._pack()
+
+    def _pack(self) -> bytes:
+        # Equal to codec.encode(self.to_wire()) for well-formed fields: the
+        # canonical map order is "leaf" (0xa4...) before "siblings" (0xa8...),
+        # and there are no ints or floats to normalise (tested).
+        leaf = self.leaf
+        return _pack({"leaf": None if leaf is None else [leaf[0], leaf[1]], "siblings": list(self.siblings)})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "StateProof":
-        """Raises ProofError on malformed bytes."""
+        """Raises ProofError on malformed bytes (and only ProofError).
+
+        Accepts exactly the canonical encodings of well-formed proofs, like
+        codec.decode + from_wire, without codec's generic re-encoding walk:
+        decode, check the structure, re-encode the proof and compare bytes.
+        """
+        if type(data) is not bytes:
+            if not isinstance(data, (bytearray, memoryview)):
+                raise ProofError("undecodable state proof: expected bytes, got %s" % type(data).__name__)
+            data = bytes(data)
+        if len(data) > MAX_PROOF_BYTES:
+            raise ProofError("state proof is %d bytes, limit %d" % (len(data), MAX_PROOF_BYTES))
         try:
-            wire = codec.decode(data)
-        except DecodeError as exc:
-            raise ProofError("undecodable state proof: %s" % exc) from exc
-        return cls.from_wire(wire)
+            wire = _unpackb(data, raw=False)
+        except Exception as exc:  # msgpack raises many unrelated types on garbage
+            raise ProofError("undecodable state proof: %s" % type(exc).__name__) from exc
+        proof = cls.from_wire(wire)
+        if proof._pack() != data:
+            raise ProofError("state proof bytes are not in canonical form")
+        return proof
+
+
+_MISSING = object()
 
 
 def _common_prefix_bits(a: bytes, b: bytes) -> int:
@@ -319,33 +425,40 @@ def verify(
         raise ProofError("key must be a 32-byte hash with these parameters")
     siblings = proof.siblings
     leaf = proof.leaf
+    placeholder = params.placeholder
+    if placeholder in siblings:
+        raise ProofError("placeholder sibling must be encoded as empty")
     if value is not None:
         if leaf is None or leaf[0] != key_hash:
             raise ProofError("proof does not lead to the key's leaf")
         if leaf[1] != _sha256(value).digest():
             raise ProofError("value does not match the proven leaf")
-        current = leaf_hash(params, leaf[0], leaf[1])
-    elif leaf is None:
-        current = params.placeholder
-    else:
+    elif leaf is not None:
         if leaf[0] == key_hash:
             raise ProofError("key is present; absence claimed")
         if _common_prefix_bits(key_hash, leaf[0]) < len(siblings):
             raise ProofError("proof leaf is not in the key's subtree")
-        current = leaf_hash(params, leaf[0], leaf[1])
-    path = int.from_bytes(key_hash, "big")
-    prefix = params.internal_prefix
-    depth = len(siblings)
-    for sibling in siblings:
-        depth -= 1
-        if not sibling:
-            sibling = params.placeholder
-        elif sibling == params.placeholder:
-            raise ProofError("placeholder sibling must be encoded as empty")
-        if path >> (255 - depth) & 1:
-            current = _sha256(prefix + sibling + current).digest()
-        else:
-            current = _sha256(prefix + current + sibling).digest()
+    if leaf is None:
+        current = placeholder
+    else:
+        state = _prefixed(params.leaf_prefix)()
+        state.update(leaf[0])
+        state.update(leaf[1])
+        current = state.digest()
+    count = len(siblings)
+    if count:
+        copy = _prefixed(params.internal_prefix)
+        # The key's first `count` bits, top first; siblings run bottom-up.
+        bits = format(int.from_bytes(key_hash, "big") >> (256 - count), "0%db" % count)
+        for sibling, bit in zip(siblings, reversed(bits)):
+            state = copy()
+            if bit == "1":
+                state.update(sibling or placeholder)
+                state.update(current)
+            else:
+                state.update(current)
+                state.update(sibling or placeholder)
+            current = state.digest()
     if current != root:
         raise ProofError("proof does not match the root")
 
@@ -406,20 +519,22 @@ class _Item:
 class _Pass:
     """The batch being built for one version."""
 
-    __slots__ = ("version", "batch", "written", "ns", "hashes")
+    __slots__ = ("version", "batch", "puts", "written", "replaced", "node_prefix", "hashes")
 
     def __init__(self, version: int, ns: bytes) -> None:
         self.version = version
         self.batch = WriteBatch()
+        self.puts = self.batch.puts  # our keys are bytes by construction
         self.written: dict[bytes, Any] = {}
-        self.ns = ns
+        self.replaced: list[bytes] = []  # node keys this version makes stale
+        self.node_prefix = ns + b"N"
         self.hashes = 0
 
     def stale(self, node_key: bytes) -> None:
-        self.batch.puts[self.ns + b"S" + _U64.pack(self.version) + node_key] = b""
+        self.replaced.append(node_key)
 
     def put_node(self, node_key: bytes, encoded: bytes, decoded: Any) -> None:
-        self.batch.puts[self.ns + b"N" + node_key] = encoded
+        self.puts[self.node_prefix + node_key] = encoded
         if decoded is not None:
             self.written[node_key] = decoded
 
@@ -443,9 +558,12 @@ class StateTree:
         self._ns = namespace
         self._cache: OrderedDict[bytes, Any] = OrderedDict()
         self._cache_nodes = cache_nodes
-        self._pending: tuple[int, bytes, dict[bytes, Any]] | None = None
+        self._pending: tuple[int, bytes, _Pass] | None = None
         self._run: _Pass = _Pass(0, namespace)
+        self._leaf_state = _prefixed(params.leaf_prefix)
         self.last_hashes = 0  # SHA-256 calls of the last prepare (benchmarks)
+        self.node_reads = 0  # internal nodes read from the store (cache misses)
+        self.leaf_reads = 0  # leaves read from the store
 
     @property
     def params(self) -> TreeParams:
@@ -597,15 +715,24 @@ class StateTree:
         )
         new_entry = self._update_root(entry, items)
         ns = self._ns
+        # Latest-value index: straight into the batch's dicts (keys and values
+        # were validated as bytes; each key occurs once in `items`).
+        latest_prefix = ns + b"K"
+        puts, deletes = run.puts, run.batch.deletes
         for item in items:
             if item.value is None:
-                run.batch.delete(ns + b"K" + item.key)
+                deletes[latest_prefix + item.key] = None
             else:
-                run.batch.put(ns + b"K" + item.key, item.value)
+                puts[latest_prefix + item.key] = item.value
+        if run.replaced:
+            # One stale-index record per version (not one per node): ~3 fewer
+            # LevelDB entries per write, and prune reads them in order anyway.
+            run.replaced = list(dict.fromkeys(run.replaced))
+            puts[ns + b"S" + _U64.pack(version)] = _pack(run.replaced)
         root_value = msgpack.packb(None if new_entry is None else list(new_entry), use_bin_type=True)
         run.batch.put(ns + b"R" + _U64.pack(version), root_value)
         run.batch.put(ns + b"Mlatest", _U64.pack(version))
-        self._pending = (version, root_value, run.written)
+        self._pending = (version, root_value, run)
         self.last_hashes = run.hashes
         return (self._params.placeholder if new_entry is None else new_entry[1]), run.batch
 
@@ -613,8 +740,12 @@ class StateTree:
         if not isinstance(writes, Mapping):
             raise ValidationError("writes must be a mapping of key to value or None")
         items = []
+        hash_keys = self._params.hash_keys
         for key, value in writes.items():
-            kh = key_hash_of(key, self._params)
+            if hash_keys and type(key) is bytes and len(key) <= MAX_KEY_BYTES:
+                kh = _sha256(key).digest()
+            else:
+                kh = key_hash_of(key, self._params)
             if value is None:
                 items.append(_Item(kh, key, None, None))
                 continue
@@ -623,7 +754,7 @@ class StateTree:
             if len(value) > MAX_VALUE_BYTES:
                 raise ValidationError("state value is %d bytes, limit %d" % (len(value), MAX_VALUE_BYTES))
             items.append(_Item(kh, key, value, _sha256(value).digest()))
-        items.sort(key=lambda item: item.kh)
+        items.sort(key=_BY_KEY_HASH)
         return items
 
     def _update_root(self, entry: Child | None, items: list[_Item]) -> Child | None:
@@ -649,12 +780,21 @@ class StateTree:
         if out.old_key is not None:
             run.stale(out.old_key)
         node_key = _node_key(run.version, kh, depth)
-        run.put_node(node_key, _encode_leaf(out.leaf), None)
+        run.puts[run.node_prefix + node_key] = _pack(list(out.leaf))
         run.hashes += 1
-        return (run.version, leaf_hash(self._params, kh, vh), 1)
+        state = self._leaf_state()
+        state.update(kh)
+        state.update(vh)
+        return (run.version, state.digest(), 1)
 
     def _update_empty(self, depth: int, items: list[_Item]) -> _LeafOut | Child | None:
         """Place `items` into an empty subtree (deletes of absent keys vanish)."""
+        if len(items) == 1:
+            item = items[0]
+            if item.value is None:
+                return None
+            leaf = (item.kh, item.vh, item.key, item.value)
+            return _LeafOut(leaf, item.old_key, item.old_depth, item.old_key is None)  # type: ignore[arg-type]
         puts = [item for item in items if item.value is not None]
         if not puts:
             return None
@@ -680,7 +820,7 @@ class StateTree:
                 rest.append(item)
         if keep:
             rest.append(_Item(leaf[0], leaf[2], leaf[3], leaf[1], node_key, depth))
-            rest.sort(key=lambda item: item.kh)
+            rest.sort(key=_BY_KEY_HASH)
         return self._update_empty(depth, rest)
 
     def _update_internal(self, depth: int, entry: Child, items: list[_Item]) -> _LeafOut | Child | None:
@@ -692,45 +832,54 @@ class StateTree:
     ) -> _LeafOut | Child | None:
         """Apply `items` below an internal node (`old`, stored as `entry`) at `depth`."""
         run = self._run
-        children: list[Child | None] = [None] * 16 if old is None else old.children
-        results: dict[int, Any] = {}
+        children: tuple[Child | None, ...] = _NO_CHILDREN if old is None else old.children
+        half = depth >> 1
+        shift = 0 if depth & 1 else 4
+        below = depth + 1
+        results: list[tuple[int, Any]] = []  # (nibble, result), ascending nibbles
+        total = len(items)
         start = 0
-        while start < len(items):
-            nibble = _nibble(items[start].kh, depth)
+        while start < total:
+            nibble = items[start].kh[half] >> shift & 15
             end = start + 1
-            while end < len(items) and _nibble(items[end].kh, depth) == nibble:
+            while end < total and items[end].kh[half] >> shift & 15 == nibble:
                 end += 1
             group = items[start:end]
             start = end
             child = children[nibble]
             if child is None:
-                results[nibble] = self._update_empty(depth + 1, group)
+                result = self._update_empty(below, group)
             elif child[2] == 1:
-                child_key = _node_key(child[0], group[0].kh, depth + 1)
-                results[nibble] = self._update_leaf(depth + 1, child_key, self._load_leaf(child_key), group)
+                child_key = _node_key(child[0], group[0].kh, below)
+                result = self._update_leaf(below, child_key, self._load_leaf(child_key), group)
             else:
-                results[nibble] = self._update_internal(depth + 1, child, group)
-        new_children = list(children)
-        for nibble, result in results.items():
+                child_key = _node_key(child[0], group[0].kh, below)
+                result = self._build(below, child, self._load_internal(child_key), group)
+            results.append((nibble, result))
+        new_children: list[Any] = list(children)
+        for nibble, result in results:
             new_children[nibble] = result
-        live = [i for i in range(16) if new_children[i] is not None]
-        old_key = None if entry is None else _node_key(entry[0], items[0].kh, depth)
-        if not live or (len(live) == 1 and not _is_internal(new_children[live[0]])):
-            # Collapse: this node disappears; a lone leaf moves up to the parent.
-            if old_key is not None:
-                run.stale(old_key)
-            if not live:
-                return None
-            only = new_children[live[0]]
-            if isinstance(only, _LeafOut):
-                return only
-            slot_key = _node_key(only[0], _with_nibble(items[0].kh, depth, live[0]), depth + 1)
-            return _LeafOut(self._load_leaf(slot_key), slot_key, depth + 1, False)
+        first = items[0].kh
+        path = first[:half] + _HIGH_NIBBLE[first[half]] if depth & 1 else first[:half]
+        old_key = None if entry is None else _NODE_KEY_HEAD.pack(entry[0], depth) + path
+        live = 16 - new_children.count(None)
+        if live <= 1:
+            only_slot = next((i for i in range(16) if new_children[i] is not None), -1)
+            only = new_children[only_slot] if live else None
+            if only is None or not (type(only) is tuple and only[2] != 1):
+                # Collapse: this node disappears; a lone leaf moves up to the parent.
+                if old_key is not None:
+                    run.stale(old_key)
+                if only is None:
+                    return None
+                if type(only) is _LeafOut:
+                    return only
+                slot_key = _node_key(only[0], _with_nibble(first, depth, only_slot), below)
+                return _LeafOut(self._load_leaf(slot_key), slot_key, below, False)
         changed = []
-        for nibble in sorted(results):
-            result = results[nibble]
-            if isinstance(result, _LeafOut):
-                result = self._place_leaf(result, depth + 1, children[nibble])
+        for nibble, result in results:
+            if type(result) is _LeafOut:
+                result = self._place_leaf(result, below, children[nibble])
                 new_children[nibble] = result
             if result != children[nibble]:
                 changed.append(nibble)
@@ -738,18 +887,25 @@ class StateTree:
             return entry
         if old_key is not None:
             run.stale(old_key)
-        node = _Node(tuple(new_children))  # type: ignore[arg-type]
+        node = _Node(tuple(new_children))
         if old is not None and old.hashes:
             node.hashes, node.kinds = old.hashes, old.kinds
             run.hashes += _rehash(node, self._params, changed)
         else:
             run.hashes += _rehash(node, self._params)
-        count = 0
-        for child in new_children:
-            if child is not None:
-                count += child[2]  # type: ignore[index]
-        node_key = _node_key(run.version, items[0].kh, depth)
-        run.put_node(node_key, _encode_internal(node.children), node)
+        if entry is None:
+            count = 0
+            for child in new_children:
+                if child is not None:
+                    count += child[2]
+        else:
+            count = entry[2]
+            for nibble in changed:
+                was = children[nibble]
+                now = new_children[nibble]
+                count += (0 if now is None else now[2]) - (0 if was is None else was[2])
+        node_key = _NODE_KEY_HEAD.pack(run.version, depth) + path
+        run.put_node(node_key, _encode_internal(new_children), node)
         return (run.version, node.hashes[1], count)
 
     # ------------------------------------------------------------ pruning
@@ -775,15 +931,24 @@ class StateTree:
         batch = WriteBatch()
         batch.put(ns + b"Mpruned", _U64.pack(oldest_retained_version))
         removed = 0
-        stop = ns + b"S" + _U64.pack(oldest_retained_version) + b"\xff" * 64
-        for index_key, _ in self._kv.iterate_prefix(ns + b"S"):
-            if index_key > stop or removed >= max_nodes:
+        head = len(ns) + 1
+        stop = _U64.pack(oldest_retained_version)
+        for index_key, value in self._kv.iterate_prefix(ns + b"S"):
+            if index_key[head : head + 8] > stop or removed >= max_nodes:
                 break
-            node_key = index_key[len(ns) + 9 :]
-            batch.delete(index_key)
-            batch.delete(ns + b"N" + node_key)
-            self._cache.pop(node_key, None)
-            removed += 1
+            if len(index_key) > head + 8:
+                node_keys = [index_key[head + 8 :]]  # older layout: one entry per node
+            else:
+                node_keys = _decode_stale(value)
+            take = node_keys[: max_nodes - removed]
+            for node_key in take:
+                batch.delete(ns + b"N" + node_key)
+                self._cache.pop(node_key, None)
+            removed += len(take)
+            if len(take) < len(node_keys):
+                batch.put(index_key, _pack(node_keys[len(take) :]))  # the rest, next call
+            else:
+                batch.delete(index_key)
         roots = 0
         for root_key, _ in self._kv.iterate_prefix(ns + b"R"):
             if _U64.unpack(root_key[len(ns) + 1 :])[0] >= oldest_retained_version or roots >= max_nodes:
@@ -800,12 +965,18 @@ class StateTree:
         pending = self._pending
         if pending is None:
             return
-        version, root_value, written = pending
+        version, root_value, run = pending
         if self._kv.get(self._ns + b"R" + _U64.pack(version)) != root_value:
             latest = self.latest_version()
             if latest is None or latest < version:
                 return  # not written yet; keep waiting
         else:
+            # Replaced nodes only serve reads of older versions: drop them so
+            # the LRU holds the live tree instead of a window of dead nodes.
+            cache = self._cache
+            for node_key in run.replaced:
+                cache.pop(node_key, None)
+            written = run.written
             for node_key in sorted(written):
                 self._remember(node_key, written[node_key])
         self._pending = None
@@ -821,6 +992,7 @@ class StateTree:
         if node is not None:
             self._cache.move_to_end(node_key)
             return node  # type: ignore[no-any-return]
+        self.node_reads += 1
         data = self._kv.get(self._ns + b"N" + node_key)
         if data is None:
             raise StorageError("missing state node %s" % node_key.hex())
@@ -829,6 +1001,7 @@ class StateTree:
         return node
 
     def _load_leaf(self, node_key: bytes) -> Leaf:
+        self.leaf_reads += 1
         data = self._kv.get(self._ns + b"N" + node_key)
         if data is None:
             raise StorageError("missing state leaf %s" % node_key.hex())

@@ -5,7 +5,7 @@ explicit (no type-hint magic as in typer, which is itself click underneath).
 
     careledger version
     careledger init --home DIR [--moniker M] [--chain-id C]
-    careledger testnet --v 4 [--o DIR] [--observers M] [--chain-id C] [--starting-port P]
+    careledger testnet --v 4 [--o DIR] [--observers M] [--chain-id C] [--starting-port P] [--demo]
     careledger start --home DIR            # validator (role from config.toml)
     careledger observe --home DIR          # same node, forced read-only observer
     careledger show-node-id --home DIR     # p2p key hex (what persistent_peers use)
@@ -49,6 +49,17 @@ from node.keys import generate_private_key, load_key_file, save_key_file
 DEFAULT_HOME = os.path.join("~", ".careledger")
 DEFAULT_BALANCE = 10_000_000_000  # cents per demo account ($100M)
 DEMO_ROLES = ("payer", "provider", "auditor")
+# `testnet --demo`: the demonstration's organisations (id, name, kind), each with one
+# funded admin account written to DIR/accounts/<org>-<kind>.json.
+DEMO_ORGANISATIONS = (
+    ("payer-a", "Payer A health plan", "payer"),
+    ("payer-b", "Payer B health plan", "payer"),
+    ("pcp-group", "Northside Primary Care Group", "provider"),
+    ("hospital", "St. Example General Hospital", "provider"),
+    ("therapy-clinic", "Motion Therapy Clinic (PT/OT/chiropractic)", "provider"),
+    ("auditor", "Independent Program Auditor", "auditor"),
+    ("regulator", "State Insurance Regulator", "regulator"),
+)
 PORT_STRIDE = 10  # node i uses starting_port + 10*i (+0 p2p, +1 rpc, +2 metrics)
 KEYS_DIR = "keys"
 ACCOUNTS_DIR = "accounts"
@@ -107,10 +118,10 @@ def _write_key_if_missing(path: str) -> PrivateKey:
     return key
 
 
-def _write_account(path: str, key: PrivateKey, name: str, org: str, role: str) -> None:
+def _write_account(path: str, key: PrivateKey, name: str, org: str, role: str, admin: bool = False) -> None:
     """A key file `node.keys.load_key_file` reads, plus who the account is."""
     body = {"type": "ed25519", "public_key": key.public_key.hex(), "seed": key.seed.hex(),
-            "name": name, "org": org, "role": role}
+            "name": name, "org": org, "role": role, "admin": admin}
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump(body, handle, indent=2)
@@ -151,7 +162,7 @@ def init(home: str, moniker: str, chain_id: str | None) -> None:
         genesis = Genesis(
             chain_id=chain_id or _random_chain_id(), genesis_time_ms=_now_ms(),
             validators=(GenesisValidator(moniker, validator_key.public_key, node_key.public_key, address),),
-            app_state=AppState((Organisation("org0", "Demo payer organisation"),),
+            app_state=AppState((Organisation("org0", "Demo payer organisation", "payer"),),
                                (GenesisAccount(account.public_key, "org0", "payer"),),
                                ((account.public_key, DEFAULT_BALANCE),)))
         try:
@@ -164,13 +175,17 @@ def init(home: str, moniker: str, chain_id: str | None) -> None:
 def build_testnet(
     output: str, validators: int, observers: int = 0, chain_id: str | None = None,
     starting_port: int = DEFAULT_P2P_PORT, organisations: int = 3, accounts_per_org: int = 1,
-    balance: int = DEFAULT_BALANCE, host: str = "127.0.0.1",
+    balance: int = DEFAULT_BALANCE, host: str = "127.0.0.1", demo: bool = False,
 ) -> tuple[Genesis, list[NodeConfig]]:
     """Write a whole loopback testnet under `output` and return its genesis and configs.
 
     Layout: `output/node<i>/` (validators), `output/observer<j>/`,
     `output/accounts/<org>-<role>[-k].json`. Node i (validators first, then
     observers) listens on p2p `starting_port + 10*i`, RPC `+1`, metrics `+2`.
+    Organisations: `organisations` generic ones (org<i>, kinds payer/provider/
+    auditor round-robin, `accounts_per_org` non-admin accounts each) or, with
+    `demo`, `DEMO_ORGANISATIONS` (one admin account each; the regulator does
+    not vote). Every account is funded with `balance`.
     Raises ConfigError on bad arguments.
     """
     if validators < 1 or observers < 0 or organisations < 1 or accounts_per_org < 1:
@@ -214,9 +229,17 @@ def build_testnet(
     accounts_dir = os.path.join(output, ACCOUNTS_DIR)
     os.makedirs(accounts_dir, exist_ok=True)
     orgs, accounts, balances = [], [], []
-    for o in range(organisations):
+    if demo:
+        for org_id, org_name, kind in DEMO_ORGANISATIONS:
+            orgs.append(Organisation(org_id, org_name, kind))
+            key = generate_private_key()
+            name = "%s-%s" % (org_id, kind)
+            _write_account(os.path.join(accounts_dir, name + ".json"), key, name, org_id, kind, admin=True)
+            accounts.append(GenesisAccount(key.public_key, org_id, kind, admin=True))
+            balances.append((key.public_key, balance))
+    for o in range(0 if demo else organisations):
         role = DEMO_ROLES[o % len(DEMO_ROLES)]
-        org = Organisation("org%d" % o, "Demo %s organisation %d" % (role, o))
+        org = Organisation("org%d" % o, "Demo %s organisation %d" % (role, o), role)
         orgs.append(org)
         for k in range(accounts_per_org):
             key = generate_private_key()
@@ -252,12 +275,16 @@ def build_testnet(
 @click.option("--organisations", type=click.IntRange(1, 64), default=3, show_default=True,
               help="Demo organisations (roles payer/provider/auditor round-robin).")
 @click.option("--accounts-per-org", type=click.IntRange(1, 1000), default=1, show_default=True)
+@click.option("--demo", is_flag=True,
+              help="The demonstration's organisations instead: payer-a, payer-b, pcp-group, hospital, "
+                   "therapy-clinic, auditor, regulator, each with a funded admin account "
+                   "(accounts/<org>-<kind>.json); --organisations/--accounts-per-org are ignored.")
 def testnet(validators: int, output: str, observers: int, chain_id: str | None, starting_port: int,
-            organisations: int, accounts_per_org: int) -> None:
+            organisations: int, accounts_per_org: int, demo: bool) -> None:
     """Write a loopback testnet: N validators, M observers, funded demo accounts."""
     try:
         genesis, configs = build_testnet(output, validators, observers, chain_id, starting_port,
-                                         organisations, accounts_per_org)
+                                         organisations, accounts_per_org, demo=demo)
     except ConfigError as exc:
         _fail(str(exc), 2)
         return

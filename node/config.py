@@ -37,8 +37,8 @@ of the wrong type is a `ConfigError` naming the key)::
     namespace = "careledger"          # metric name prefix
 
     [consensus]                       # local copies; see Genesis.consensus_params
-    max_batch_txs = 100               # a primary proposes once it holds this many txs ...
-    batch_timeout_ms = 50             # ... or this long after it could propose fewer
+    max_batch_txs = 400               # a primary proposes once it holds this many txs ...
+    batch_timeout_ms = 20             # ... or this long after it could propose fewer
     pipeline_window = 8
     checkpoint_interval = 16          # must equal genesis consensus_params.checkpoint_interval
     base_timeout_ms = 1000            # view-change timeout, doubled per failed view ...
@@ -46,7 +46,7 @@ of the wrong type is a `ConfigError` naming the key)::
     empty_block_interval_ms = 0       # 0 = never create empty blocks
 
     [mempool]
-    max_txs = 5000
+    max_txs = 20000
     max_bytes = 67108864
     nonce_window = 64                 # accept nonces in (committed, committed + window]
 
@@ -63,10 +63,22 @@ Genesis JSON (bytes as lowercase hex)::
      "validators": [{"name", "public_key", "node_key", "address": "host:port"}],
      "observers": [{"name", "node_key"}],
      "consensus_params": {"checkpoint_interval": 16, "max_block_txs": 10000},
-     "app_state": {"organisations": [{"id", "name"}],
-                   "accounts": [{"public_key", "org", "role"}],
+     "app_state": {"organisations": [{"id", "name", "kind", "voting"}],
+                   "accounts": [{"public_key", "org", "role", "admin"}],
                    "balances": {"<public key hex>": cents},
                    "parameters": {"name": value}}}
+
+App state fields and their defaults (`contracts/genesis.py` reads the same shape):
+
+- organisation `kind`: payer | provider | auditor | regulator | patient_agent.
+  Missing (files written before the field existed): the `role` of the
+  organisation's first listed account, else "payer".
+- organisation `voting`: counts in governance's k of n. Missing: true for
+  payer, provider and auditor; false for regulator and patient_agent.
+- account `role`: must equal its organisation's kind (an account always acts in
+  its organisation's kind); missing means exactly that.
+- account `admin`: may manage its organisation's keys and propose/approve
+  governance changes. Missing: false.
 
 Functions raise `ConfigError` (a ValueError) with the file and key at fault.
 """
@@ -208,8 +220,8 @@ class InstrumentationSection:
 
 @dataclass(frozen=True)
 class ConsensusSection:
-    max_batch_txs: int = 100
-    batch_timeout_ms: int = 50
+    max_batch_txs: int = 400
+    batch_timeout_ms: int = 20
     pipeline_window: int = 8
     checkpoint_interval: int = 16
     base_timeout_ms: int = 1_000
@@ -229,7 +241,7 @@ class ConsensusSection:
 
 @dataclass(frozen=True)
 class MempoolSection:
-    max_txs: int = 5000
+    max_txs: int = 20_000
     max_bytes: int = 64 * 1024 * 1024
     nonce_window: int = 64
 
@@ -467,17 +479,53 @@ class ConsensusParams:
     max_block_txs: int = MAX_TXS_PER_BLOCK
 
 
+ORG_KINDS = ACCOUNT_ROLES
+VOTING_KINDS = ("payer", "provider", "auditor")  # must match contracts.governance.VOTING_KINDS
+
+
 @dataclass(frozen=True)
 class Organisation:
+    """A member organisation of the network.
+
+    `kind` is payer | provider | auditor | regulator | patient_agent; every
+    account of the organisation acts in that role (contracts.governance).
+    Default "payer" only for files written before the field existed: there the
+    parser takes the role of the organisation's first listed account instead.
+    `voting` says whether the organisation counts in governance's k of n;
+    None (the default) resolves to True for payer, provider and auditor and
+    False for regulator and patient_agent (regulators observe, DESIGN.md).
+    Raises ConfigError on an unknown kind or a non-bool voting.
+    """
+
     id: str
     name: str
+    kind: str = "payer"
+    voting: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ORG_KINDS:
+            raise ConfigError("organisation %r: kind must be one of %s, got %r"
+                              % (self.id, ", ".join(ORG_KINDS), self.kind))
+        if self.voting is None:
+            object.__setattr__(self, "voting", self.kind in VOTING_KINDS)
+        elif not isinstance(self.voting, bool):
+            raise ConfigError("organisation %r: voting must be true or false" % self.id)
 
 
 @dataclass(frozen=True)
 class GenesisAccount:
+    """A key at genesis. `role` must equal its organisation's kind (the JSON may
+    omit it); `admin` (default False) lets the key manage its organisation's
+    other keys and vote in governance."""
+
     public_key: bytes
     org: str
     role: str
+    admin: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.admin, bool):
+            raise ConfigError("account %s: admin must be true or false" % self.public_key.hex()[:16])
 
 
 @dataclass(frozen=True)
@@ -535,9 +583,11 @@ class Genesis:
             "observers": [{"name": o.name, "node_key": o.node_key.hex()} for o in self.observers],
             "consensus_params": dataclasses.asdict(self.consensus_params),
             "app_state": {
-                "organisations": [{"id": o.id, "name": o.name} for o in app.organisations],
+                "organisations": [{"id": o.id, "name": o.name, "kind": o.kind, "voting": o.voting}
+                                  for o in app.organisations],
                 "accounts": [
-                    {"public_key": a.public_key.hex(), "org": a.org, "role": a.role} for a in app.accounts
+                    {"public_key": a.public_key.hex(), "org": a.org, "role": a.role, "admin": a.admin}
+                    for a in app.accounts
                 ],
                 "balances": {k.hex(): amount for k, amount in app.balances},
                 "parameters": {name: value for name, value in app.parameters},
@@ -658,25 +708,42 @@ def _app_state_from_json(data: Any) -> AppState:
     if not isinstance(data, dict):
         raise ConfigError("%s must be an object" % where)
     _only(data, ("organisations", "accounts", "balances", "parameters"), where)
+    raw_accounts = data.get("accounts", [])
+    if not isinstance(raw_accounts, list):
+        raise ConfigError("%s.accounts must be a list" % where)
+    first_roles: dict[str, str] = {}  # legacy files: an organisation without kind takes its first account's role
+    for item in raw_accounts:
+        if isinstance(item, dict) and isinstance(item.get("org"), str) and isinstance(item.get("role"), str):
+            first_roles.setdefault(item["org"], item["role"])
     orgs = []
     for i, item in enumerate(data.get("organisations", [])):
         w = "%s.organisations[%d]" % (where, i)
-        _only(item if isinstance(item, dict) else {}, ("id", "name"), w)
-        orgs.append(Organisation(_name(_get(item, "id", str, w), w + ".id"), _get(item, "name", str, w)))
-    org_ids = {o.id for o in orgs}
-    if len(org_ids) != len(orgs):
+        _only(item if isinstance(item, dict) else {}, ("id", "name", "kind", "voting"), w)
+        org_id = _name(_get(item, "id", str, w), w + ".id")
+        kind = _get(item, "kind", str, w) if "kind" in item else first_roles.get(org_id, "payer")
+        voting = _get(item, "voting", bool, w) if "voting" in item else None
+        try:
+            orgs.append(Organisation(org_id, _get(item, "name", str, w), kind, voting))
+        except ConfigError as exc:
+            raise ConfigError("%s: %s" % (w, exc)) from exc
+    kinds = {o.id: o.kind for o in orgs}
+    if len(kinds) != len(orgs):
         raise ConfigError("%s.organisations: an id appears twice" % where)
     accounts = []
-    for i, item in enumerate(data.get("accounts", [])):
+    for i, item in enumerate(raw_accounts):
         w = "%s.accounts[%d]" % (where, i)
-        _only(item if isinstance(item, dict) else {}, ("public_key", "org", "role"), w)
-        account = GenesisAccount(_key(_get(item, "public_key", str, w), w + ".public_key"),
-                                 _get(item, "org", str, w), _get(item, "role", str, w))
-        if account.org not in org_ids:
-            raise ConfigError("%s.org %r is not a listed organisation" % (w, account.org))
-        if account.role not in ACCOUNT_ROLES:
+        _only(item if isinstance(item, dict) else {}, ("public_key", "org", "role", "admin"), w)
+        org = _get(item, "org", str, w)
+        if org not in kinds:
+            raise ConfigError("%s.org %r is not a listed organisation" % (w, org))
+        role = _get(item, "role", str, w) if "role" in item else kinds[org]
+        if role not in ACCOUNT_ROLES:
             raise ConfigError("%s.role must be one of %s" % (w, ", ".join(ACCOUNT_ROLES)))
-        accounts.append(account)
+        if role != kinds[org]:
+            raise ConfigError("%s.role %r differs from organisation %r's kind %r (an account acts in its "
+                              "organisation's kind)" % (w, role, org, kinds[org]))
+        admin = _get(item, "admin", bool, w) if "admin" in item else False
+        accounts.append(GenesisAccount(_key(_get(item, "public_key", str, w), w + ".public_key"), org, role, admin))
     if len({a.public_key for a in accounts}) != len(accounts):
         raise ConfigError("%s.accounts: a public key appears twice" % where)
     balances_data = data.get("balances", {})
@@ -728,6 +795,7 @@ def consensus_settings(config: NodeConfig, genesis: Genesis) -> dict[str, int]:
     section = config.consensus
     return {
         "max_batch_txs": min(section.max_batch_txs, genesis.consensus_params.max_block_txs),
+        "max_block_txs": genesis.consensus_params.max_block_txs,  # judges others' proposals
         "batch_timeout_ms": section.batch_timeout_ms,
         "empty_block_interval_ms": section.empty_block_interval_ms,
         "pipeline_window": section.pipeline_window,

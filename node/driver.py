@@ -3,8 +3,9 @@
 It feeds inputs one at a time and performs each returned effect IN ORDER:
 
 - `Persist`  → write + fsync `priv_validator_state` (tmp file, fsync, rename,
-  fsync dir) BEFORE any later effect of the list leaves the node: this is the
-  double-sign guard.
+  fsync dir) BEFORE any later message leaves the node: this is the
+  double-sign guard. (A Persist with no message after it in its list is
+  written just before the next message instead, or superseded by a newer one.)
 - `Broadcast` / `Send` → p2p consensus channel (high priority queue).
 - `Commit` → the executor runs and persists the block; `BlockExecuted` is fed
   back before anything else from outside (the next header depends on it).
@@ -25,6 +26,7 @@ import random
 import time
 from typing import Callable
 
+import msgpack
 import structlog
 import trio
 
@@ -35,7 +37,7 @@ from consensus.inputs import (
     BlockExecuted, BlocksFetched, Input, MessageReceived, TimeoutFired, TransactionsVerified,
 )
 from consensus.errors import ConsensusError
-from consensus.persist import PersistedState
+from consensus.persist import STATE_VERSION as PERSISTED_STATE_VERSION, PersistedState
 from consensus.replica import Replica
 from ledger.types import Block, CommitCertificate, Tx
 
@@ -70,6 +72,38 @@ def save_guard_state(path: str, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def trim_guard_state(state: bytes, durable_height: int) -> bytes:
+    """`state` (an encoded `PersistedState`) without the block bytes of PROPOSAL
+    records at heights ≤ `durable_height`; their digests stay.
+
+    The replica keeps what it signed for ~2K+W heights and re-sends a stored
+    proposal only for its open slot (committed + 1), in case a crash lost
+    unsynced blocks. This driver writes every block synced before it reports
+    it executed, so after any restart the slot is above `durable_height`: those
+    bytes (a whole block each; the primary's guard file would carry ~2K+W
+    blocks, fsync'd several times per height) can never be needed, while the
+    digests keep refusing any conflicting signature. Anything unexpected is
+    returned unchanged.
+    """
+    try:
+        wire = msgpack.unpackb(state, raw=False, strict_map_key=False)
+        # [version, view, active, records, ...]: touch only the records list
+        if not isinstance(wire, list) or len(wire) < 4 or wire[0] != PERSISTED_STATE_VERSION:
+            return state
+        records = wire[3]
+        if not isinstance(records, list):
+            return state
+        changed = False
+        for record in records:
+            if (isinstance(record, list) and len(record) == 5 and record[0] == "proposal"
+                    and isinstance(record[2], int) and 0 < record[2] <= durable_height and record[4]):
+                record[4] = b""
+                changed = True
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return state
+    return msgpack.packb(wire, use_bin_type=True) if changed else state
 
 
 def load_guard_state(path: str) -> PersistedState | None:
@@ -129,6 +163,7 @@ class Driver:
         self._ready_txs: list[Tx] = []
         self._internal: collections.deque[Input] = collections.deque()
         self._nursery: trio.Nursery | None = None
+        self._deferred_guard: bytes | None = None  # newest Persist not yet written (see _perform)
         p2p.on(CHANNEL_CONSENSUS, self._on_consensus_frame)
 
     # ----------------------------------------------------------- inputs in
@@ -171,17 +206,29 @@ class Driver:
         await self._perform(effects)
 
     async def _perform(self, effects: list[Effect]) -> None:
-        for effect in effects:
+        for index, effect in enumerate(effects):
             if isinstance(effect, Persist):
                 if self.persist:
-                    await trio.to_thread.run_sync(save_guard_state, self.guard_path, effect.state)
-                    self.counters["persists"] += 1
+                    # Each Persist carries the WHOLE replica state, so a later one
+                    # supersedes an earlier one. A Persist with no message after it
+                    # in its list (e.g. after a commit: pruned records) protects
+                    # nothing that left the node yet: keep it pending and write it
+                    # before the next message leaves (or drop it when a newer
+                    # Persist comes first). One fsync'd guard write per height saved.
+                    if any(isinstance(later, (Broadcast, Send)) for later in effects[index + 1:]):
+                        self._deferred_guard = None
+                        await self._save_guard(effect.state)
+                    else:
+                        self._deferred_guard = effect.state
+                        self.counters["persists_deferred"] += 1
             elif isinstance(effect, Broadcast):
+                await self._flush_guard()
                 self.p2p.broadcast(CHANNEL_CONSENSUS, effect.data)
             elif isinstance(effect, Send):
+                await self._flush_guard()
                 self.p2p.send(self.resolve_peer(effect.to_public_key), CHANNEL_CONSENSUS, effect.data)
             elif isinstance(effect, Commit):
-                self._commit(effect.block, effect.certificate)
+                await self._commit(effect.block, effect.certificate)
             elif isinstance(effect, ScheduleTimeout):
                 assert self._nursery is not None
                 self._nursery.start_soon(self._timer, effect.delay_ms, effect.timeout)
@@ -195,8 +242,26 @@ class Driver:
                 log.warning("evidence of double signing", validator=effect.public_key.hex()[:16],
                             kind=effect.kind, view=effect.view, height=effect.height)
 
-    def _commit(self, block: Block, certificate: CommitCertificate) -> None:
-        executed = self.executor.execute(block, certificate)
+    async def _save_guard(self, state: bytes) -> None:
+        if self.executor is not None:
+            state = trim_guard_state(state, self.executor.height)  # blocks durable on disk
+        await trio.to_thread.run_sync(save_guard_state, self.guard_path, state)
+        self.counters["persists"] += 1
+
+    async def _flush_guard(self) -> None:
+        """Write a deferred guard state before a message leaves (see `_perform`)."""
+        if self._deferred_guard is not None:
+            state, self._deferred_guard = self._deferred_guard, None
+            await self._save_guard(state)
+
+    async def _commit(self, block: Block, certificate: CommitCertificate) -> None:
+        # Execute on the loop (the only writer, in height order), then the synced
+        # LevelDB write in a worker thread: the loop keeps admitting and gossiping
+        # txs meanwhile. Nothing is reported (BlockExecuted, listeners) before the
+        # write is durable, and the driver handles no other input until then.
+        executed, batch = self.executor.prepare(block, certificate)
+        await trio.to_thread.run_sync(self.executor.write, block.height, batch)
+        self.executor.finish(block, executed)
         self._internal.append(BlockExecuted(executed.height, executed.app_hash, executed.receipts_root))
         self.counters["commits"] += 1
         for listener in self.on_commit:

@@ -76,6 +76,18 @@ class Executor:
 
         Raises ExecutionError if the block is out of order or the store fails.
         """
+        executed, batch = self.prepare(block, certificate)
+        self.persist(block, executed, batch)
+        return executed
+
+    def prepare(self, block: Block, certificate: CommitCertificate) -> tuple[Executed, WriteBatch]:
+        """Execute block `block.height` (= tip + 1) and build its ONE write batch,
+        without writing it: `persist` must follow before anything else executes.
+
+        Split from `execute` so a driver can run the (synced) write in a worker
+        thread while its event loop serves other work; it stays the single writer.
+        Raises ExecutionError if the block is out of order or the store fails.
+        """
         tip = self.store.tip()
         if block.height != tip.height + 1:
             raise ExecutionError("block %d executed after tip %d" % (block.height, tip.height))
@@ -91,10 +103,26 @@ class Executor:
             receipts_root = result.receipts_root
             self.store.add_block(batch, block, certificate, result.receipts, app_hash, receipts_root,
                                  tip.history.append(block.hash))
-            self.kv.write(batch)
         except StorageError as exc:
             raise ExecutionError("cannot persist block %d: %s" % (block.height, exc)) from exc
-        executed = Executed(block.height, app_hash, receipts_root, result.receipts)
+        return Executed(block.height, app_hash, receipts_root, result.receipts), batch
+
+    def write(self, height: int, batch: WriteBatch) -> None:
+        """Write a prepared block's batch (synced); safe to call from a worker thread.
+
+        Raises ExecutionError if the store fails.
+        """
+        try:
+            self.kv.write(batch)
+        except StorageError as exc:
+            raise ExecutionError("cannot persist block %d: %s" % (height, exc)) from exc
+
+    def persist(self, block: Block, executed: Executed, batch: WriteBatch) -> None:
+        """Write a prepared block's batch, then tell the listeners."""
+        self.write(block.height, batch)
+        self.finish(block, executed)
+
+    def finish(self, block: Block, executed: Executed) -> None:
+        """After `write`: tell the listeners (on the caller's thread)."""
         for listener in self.listeners:
             listener(block, executed)
-        return executed

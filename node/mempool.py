@@ -35,6 +35,8 @@ from ledger.types import MAX_TX_BYTES, Tx
 
 from node.service import TxRejected
 
+RECENT_COMMITTED = 65_536  # committed tx hashes remembered for cheap duplicate refusal
+
 REASONS = (
     "oversize", "malformed", "wrong_chain", "duplicate", "nonce_too_old", "nonce_too_far",
     "nonce_taken", "mempool_full", "bad_signature", "read_only",
@@ -56,6 +58,7 @@ class _Request:
     tx: Tx
     raw: bytes
     source: bytes | None
+    tx_hash: bytes = b""
     done: trio.Event = field(default_factory=trio.Event)
     error: TxRejected | None = None
 
@@ -83,12 +86,21 @@ class Mempool:
         *,
         on_ready: Callable[[list[Tx]], None] = lambda txs: None,
         on_admitted: Callable[[Tx, bytes, bytes | None], None] = lambda tx, raw, source: None,
+        on_batch_done: Callable[[], None] = lambda: None,
     ) -> None:
+        """`on_admitted(tx, raw, source)` runs per admitted tx; `on_batch_done()`
+        once after each verified batch (so gossip can go out as one frame)."""
         self.chain_id = chain_id
-        self.committed_nonce = committed_nonce
+        self._read_committed_nonce = committed_nonce
+        # committed nonce per sender, read once per batch of work (a gossip
+        # frame, a POST /txs, a verified batch) instead of once per tx and step.
+        # Cleared at the start of each such call (state only changes between
+        # them: commits run elsewhere, between our synchronous sections).
+        self._nonces: dict[bytes, int] = {}
         self.config = config or MempoolConfig()
         self.on_ready = on_ready
         self.on_admitted = on_admitted
+        self.on_batch_done = on_batch_done
         self.rejected: collections.Counter[str] = collections.Counter()
         self.admitted = 0
         self.gossip_rejected: collections.Counter[str] = collections.Counter()
@@ -97,7 +109,16 @@ class Mempool:
         self.released: dict[bytes, int] = {}  # sender -> highest nonce handed to on_ready
         self.bytes = 0
         self._in_flight: set[bytes] = set()
+        # hashes of recently committed txs: late gossip copies are refused by
+        # hash before any decode (bounded; the nonce check stays the real guard)
+        self._recent: dict[bytes, None] = {}
         self._send, self._receive = trio.open_memory_channel[_Request](self.config.queue)
+
+    def committed_nonce(self, sender: bytes) -> int:
+        nonce = self._nonces.get(sender)
+        if nonce is None:
+            nonce = self._nonces[sender] = self._read_committed_nonce(sender)
+        return nonce
 
     # -------------------------------------------------------------- queries
 
@@ -129,15 +150,20 @@ class Mempool:
         raw = bytes(raw)
         if len(raw) > self.config.max_tx_bytes:
             raise self._reject("oversize", "%d bytes, limit %d" % (len(raw), self.config.max_tx_bytes), gossip=gossip)
+        # Duplicates first, by the hash of the bytes: only canonical (valid)
+        # encodings are ever pooled, so this never misreports a malformed tx,
+        # and gossip's extra copies cost one sha256 instead of a decode.
+        tx_hash = sha256(raw)  # canonical decode ⇒ raw == tx.encode()
+        if tx_hash in self.txs or tx_hash in self._in_flight:
+            raise self._reject("duplicate", "", gossip=gossip)
+        if tx_hash in self._recent:
+            raise self._reject("nonce_too_old", "already committed", gossip=gossip)
         try:
             tx = Tx.decode(raw)
         except LedgerError as exc:
             raise self._reject("malformed", str(exc), gossip=gossip) from exc
         if tx.chain_id != self.chain_id:
             raise self._reject("wrong_chain", "tx is for chain %r" % tx.chain_id, gossip=gossip)
-        tx_hash = sha256(raw)  # canonical decode ⇒ raw == tx.encode()
-        if tx_hash in self.txs or tx_hash in self._in_flight:
-            raise self._reject("duplicate", "", gossip=gossip)
         self._check_state(tx, tx_hash, len(raw), gossip)
         return tx, tx_hash
 
@@ -159,8 +185,9 @@ class Mempool:
 
         Raises TxRejected with one of `REASONS`.
         """
+        self._nonces.clear()
         tx, tx_hash = self._precheck(raw)
-        request = _Request(tx, bytes(raw), source)
+        request = _Request(tx, bytes(raw), source, tx_hash)
         self._in_flight.add(tx_hash)
         try:
             await self._send.send(request)
@@ -171,16 +198,58 @@ class Mempool:
             raise request.error
         return tx
 
+    async def submit_many(self, raws: list[bytes]) -> list[Tx | TxRejected]:
+        """Verify and admit several txs at once (one wait for all their batches).
+
+        Returns, per input in order, the admitted `Tx` or the `TxRejected`
+        (never raises for a single tx's refusal).
+        """
+        self._nonces.clear()
+        results: list[Tx | TxRejected] = []
+        requests: list[tuple[int, _Request, bytes]] = []
+        for raw in raws:
+            try:
+                tx, tx_hash = self._precheck(raw)
+            except TxRejected as exc:
+                results.append(exc)
+                continue
+            request = _Request(tx, bytes(raw), None, tx_hash)
+            self._in_flight.add(tx_hash)
+            requests.append((len(results), request, tx_hash))
+            results.append(tx)
+        try:
+            for _, request, _ in requests:
+                await self._send.send(request)
+            for _, request, _ in requests:
+                await request.done.wait()
+        finally:
+            for _, request, tx_hash in requests:
+                if not request.done.is_set():
+                    self._in_flight.discard(tx_hash)
+        for index, request, _ in requests:
+            if request.error is not None:
+                results[index] = request.error
+        return results
+
     def submit_nowait(self, raw: bytes, source: bytes | None = None) -> bool:
         """Gossip path: queue a tx for verification without waiting.
 
         Refusals are counted, never raised; False if refused or the queue is full.
         """
+        self._nonces.clear()
+        return self._submit_nowait(raw, source)
+
+    def submit_many_nowait(self, raws: list[bytes], source: bytes | None = None) -> int:
+        """`submit_nowait` for each of `raws` (a gossip frame); returns how many were queued."""
+        self._nonces.clear()
+        return sum(1 for raw in raws if self._submit_nowait(raw, source))
+
+    def _submit_nowait(self, raw: bytes, source: bytes | None) -> bool:
         try:
             tx, tx_hash = self._precheck(raw, gossip=True)
         except TxRejected:
             return False
-        request = _Request(tx, bytes(raw), source)
+        request = _Request(tx, bytes(raw), source, tx_hash)
         try:
             self._send.send_nowait(request)
         except trio.WouldBlock:
@@ -200,9 +269,10 @@ class Mempool:
                 except trio.WouldBlock:
                     break
             verdicts = await trio.to_thread.run_sync(_verify_batch, [r.tx for r in batch])
+            self._nonces.clear()
             ready_senders: set[bytes] = set()
             for request, ok in zip(batch, verdicts):
-                tx_hash = sha256(request.raw)
+                tx_hash = request.tx_hash or sha256(request.raw)
                 self._in_flight.discard(tx_hash)
                 gossip = request.source is not None
                 try:
@@ -219,6 +289,7 @@ class Mempool:
                     ready_senders.add(request.tx.sender)
                 request.done.set()
             self._release(ready_senders)
+            self.on_batch_done()
 
     def _insert(self, tx: Tx, tx_hash: bytes, raw: bytes) -> None:
         self.txs[tx_hash] = (tx, raw)
@@ -257,6 +328,7 @@ class Mempool:
 
     def pending_ready(self) -> list[Tx]:
         """Every released, still-pooled tx (to re-feed a rebuilt replica)."""
+        self._nonces.clear()
         out = []
         for sender, nonces in sorted(self.by_sender.items()):
             top = self.released.get(sender, 0)
@@ -265,10 +337,22 @@ class Mempool:
 
     def remove_committed(self, txs: tuple[Tx, ...] | list[Tx]) -> None:
         """Drop committed txs and every pooled tx whose nonce is now used."""
+        self._nonces.clear()
         senders: set[bytes] = set()
+        recent = self._recent
         for tx in txs:
-            self._remove(tx.hash)
+            # No tx.hash (a canonical re-encode): whatever we pool at the
+            # committed (sender, nonce) goes below anyway, and only a tx we
+            # pooled can come back to us as a late gossip copy.
+            pooled = self.by_sender.get(tx.sender, {}).get(tx.nonce)
+            if pooled is not None:
+                entry = self.txs.get(pooled)
+                if entry is not None and entry[0] == tx:
+                    self._remove(pooled)
+                recent[pooled] = None
             senders.add(tx.sender)
+        while len(recent) > RECENT_COMMITTED:
+            del recent[next(iter(recent))]
         for sender in senders:
             committed = self.committed_nonce(sender)
             for nonce, tx_hash in list(self.by_sender.get(sender, {}).items()):

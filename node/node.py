@@ -32,7 +32,7 @@ from contracts.engine import Receipt
 from contracts.state import key as state_key
 from ledger import codec
 from ledger.crypto import PrivateKey
-from ledger.hashing import ZERO_HASH
+from ledger.hashing import ZERO_HASH, sha256
 from ledger.types import Block, CommitCertificate, Header, Tx
 
 from node.config import Genesis, NodeConfig, consensus_settings
@@ -44,7 +44,9 @@ from node.handshake import NodeIdentity
 from node.keys import load_key_file
 from node.leveldb_store import LevelDBStore
 from node.mempool import Mempool, MempoolConfig
-from node.p2p import CHANNEL_TX, P2P, P2PConfig, PeerAddress
+from node.p2p import (  # CHANNEL_TX_BATCH & co: batched tx gossip
+    CHANNEL_TX, CHANNEL_TX_BATCH, P2P, P2PConfig, PeerAddress, chunk_tx_batch, decode_tx_batch, encode_tx_batch,
+)
 from node.service import SubmitResult, TxRejected
 from node.sync import BlockSync
 
@@ -95,18 +97,16 @@ def mempool_config_from(config: NodeConfig) -> MempoolConfig:
 def app_state_dict(genesis: Genesis) -> dict[str, Any]:
     """`node.config.AppState` in the shape `contracts.genesis.genesis_writes` reads.
 
-    The config format has no organisation kind; an organisation takes the
-    role of its first listed account (accounts' role is the org's kind in
-    `contracts`), "payer" if it has none.
+    Organisations carry their `kind` and resolved `voting` flag and accounts
+    their `admin` flag, as the genesis file states them (defaults are applied
+    and documented in `node.config`); an account's role is its organisation's
+    kind, so it is not passed.
     """
     app = genesis.app_state
-    kinds: dict[str, str] = {}
-    for account in app.accounts:
-        kinds.setdefault(account.org, account.role)
     return {
-        "organisations": [{"id": o.id, "name": o.name, "kind": kinds.get(o.id, "payer")}
+        "organisations": [{"id": o.id, "name": o.name, "kind": o.kind, "voting": o.voting}
                           for o in app.organisations],
-        "accounts": [{"public_key": a.public_key, "org": a.org} for a in app.accounts],
+        "accounts": [{"public_key": a.public_key, "org": a.org, "admin": a.admin} for a in app.accounts],
         "parameters": dict(app.parameters),
         "validators": [[v.name, v.public_key] for v in genesis.validators],
     }
@@ -188,7 +188,7 @@ class NodeRuntime(HistoryService):  # [observer] HistoryService: proof methods (
             self.replica = Replica(
                 self.consensus_config, keys.validator_key or keys.node_key,
                 restored=load_guard_state(self.guard_path) if config.is_validator else None,
-                last_commit=self.store.chain_tip(),
+                last_commit=self.store.chain_tip(self.consensus_config.checkpoint_interval),
             )
         except BaseException:
             self.kv.close()
@@ -203,9 +203,12 @@ class NodeRuntime(HistoryService):  # [observer] HistoryService: proof methods (
         self.mempool = Mempool(
             self.chain_id, self._committed_nonce, mempool_config_from(config),
             on_ready=self.driver.transactions_ready, on_admitted=self._gossip_tx,
+            on_batch_done=self._flush_gossip,
         )
+        self._gossip_out: list[tuple[bytes, bytes | None]] = []  # (raw, source) admitted, not yet sent
         if self.is_validator:
             self.p2p.on(CHANNEL_TX, self._on_gossiped_tx)
+            self.p2p.on(CHANNEL_TX_BATCH, self._on_gossiped_batch)
         self.driver.on_commit.append(self._on_commit)
         self.latest_block_time_ms = self.store.tip().time_ms
         # [observer] an observer re-verifies every synced header with a light client (node/observer.py)
@@ -228,10 +231,30 @@ class NodeRuntime(HistoryService):  # [observer] HistoryService: proof methods (
         return 0 if raw is None else int(codec.decode(raw))
 
     def _gossip_tx(self, tx: Tx, raw: bytes, source: bytes | None) -> None:
-        self.p2p.broadcast(CHANNEL_TX, raw, exclude=source, only=self.validator_node_keys)  # observers never propose
+        """Queue an admitted tx for gossip; `_flush_gossip` sends the mempool's
+        whole verified batch as one frame per peer (not one frame per tx)."""
+        self._gossip_out.append((raw, source))
+
+    def _flush_gossip(self) -> None:
+        out, self._gossip_out = self._gossip_out, []
+        if not out:
+            return
+        for key in list(self.p2p.peers):
+            if key not in self.validator_node_keys:
+                continue  # observers never propose
+            raws = [raw for raw, source in out if source != key]
+            if len(raws) == 1:
+                self.p2p.send(key, CHANNEL_TX, raws[0])
+            elif raws:
+                for chunk in chunk_tx_batch(raws):
+                    self.p2p.send(key, CHANNEL_TX_BATCH, encode_tx_batch(chunk))
 
     async def _on_gossiped_tx(self, peer: bytes, channel: int, payload: bytes) -> None:
         self.mempool.submit_nowait(payload, source=peer)
+
+    async def _on_gossiped_batch(self, peer: bytes, channel: int, payload: bytes) -> None:
+        # FrameError (malformed) disconnects the peer
+        self.mempool.submit_many_nowait(decode_tx_batch(payload), source=peer)
 
     def _on_commit(self, block: Block, certificate: CommitCertificate, executed: Executed) -> None:
         self.mempool.remove_committed(block.txs)
@@ -303,6 +326,14 @@ class NodeRuntime(HistoryService):  # [observer] HistoryService: proof methods (
             raise TxRejected("read_only", "observers do not accept transactions")
         tx = await self.mempool.submit(raw)
         return SubmitResult(tx.hash)
+
+    async def submit_txs(self, raws: list[bytes]) -> list[SubmitResult | TxRejected]:
+        """Verify and admit several txs (POST /txs); per tx a result or its refusal."""
+        if not self.is_validator:
+            self.mempool.rejected["read_only"] += len(raws)
+            return [TxRejected("read_only", "observers do not accept transactions") for _ in raws]
+        results = await self.mempool.submit_many(raws)
+        return [r if isinstance(r, TxRejected) else SubmitResult(sha256(raw)) for r, raw in zip(results, raws)]
 
     def tx(self, tx_hash: bytes) -> dict[str, Any] | None:
         location = self.store.tx_location(tx_hash)

@@ -22,6 +22,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Container
 
+import msgpack
 import structlog
 import trio
 
@@ -34,10 +35,52 @@ CHANNEL_CONSENSUS = 1
 CHANNEL_TX = 2
 CHANNEL_SYNC_REQUEST = 3
 CHANNEL_SYNC_RESPONSE = 4
+CHANNEL_TX_BATCH = 5  # several raw txs in one frame (`encode_tx_batch`): gossip at load
 HIGH_PRIORITY = frozenset({CHANNEL_CONSENSUS, CHANNEL_SYNC_REQUEST, CHANNEL_SYNC_RESPONSE})
-CHANNELS = HIGH_PRIORITY | {CHANNEL_TX}
+CHANNELS = HIGH_PRIORITY | {CHANNEL_TX, CHANNEL_TX_BATCH}
+MAX_TX_BATCH_BYTES = 1024 * 1024  # one gossip frame's payload, well below max_frame_bytes
+MAX_TX_BATCH_COUNT = 4096
+MAX_PENDING_HANDSHAKES = 64  # inbound links not yet authenticated, at once
 
 Handler = Callable[[bytes, int, bytes], Awaitable[None]]
+
+
+def encode_tx_batch(raws: list[bytes]) -> bytes:
+    """A CHANNEL_TX_BATCH payload: a msgpack array of byte strings (each one raw tx)."""
+    return msgpack.packb(raws, use_bin_type=True)
+
+
+def decode_tx_batch(payload: bytes) -> list[bytes]:
+    """The raw txs of a CHANNEL_TX_BATCH payload. Raises FrameError("malformed").
+
+    Only the container is parsed here; each tx is decoded (canonically) and
+    verified by the mempool like a single gossiped tx.
+    """
+    try:
+        raws = msgpack.unpackb(payload, raw=False, use_list=True, max_array_len=MAX_TX_BATCH_COUNT,
+                               max_bin_len=MAX_TX_BATCH_BYTES, max_str_len=0, max_map_len=0, max_ext_len=0)
+    except Exception as exc:  # msgpack raises several types for bad input
+        raise FrameError("malformed", "bad tx batch: %s" % type(exc).__name__) from exc
+    if not isinstance(raws, list) or not all(isinstance(raw, bytes) for raw in raws):
+        raise FrameError("malformed", "a tx batch is an array of byte strings")
+    return raws
+
+
+def chunk_tx_batch(raws: list[bytes], max_bytes: int = MAX_TX_BATCH_BYTES,
+                   max_count: int = MAX_TX_BATCH_COUNT) -> list[list[bytes]]:
+    """Split `raws` into lists that each fit one CHANNEL_TX_BATCH frame."""
+    chunks: list[list[bytes]] = []
+    current: list[bytes] = []
+    size = 0
+    for raw in raws:
+        if current and (size + len(raw) + 8 > max_bytes or len(current) >= max_count):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(raw)
+        size += len(raw) + 8
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 @dataclass(frozen=True)
@@ -128,6 +171,9 @@ class P2P:
         self.peer_connected = trio.Event()  # re-armed on every change, for waiters
         self._on_change: list[Callable[[], None]] = []
         self._random = random.Random()
+        # inbound connections still in their (unauthenticated) handshake: bounded,
+        # so anyone who can reach the port cannot hold unbounded tasks and sockets
+        self._handshake_slots = trio.Semaphore(MAX_PENDING_HANDSHAKES)
 
     # -------------------------------------------------------------- public API
 
@@ -204,7 +250,13 @@ class P2P:
                     log.warning("accept failed", error=str(exc))
                     await trio.sleep(0.1)
                     continue
-                nursery.start_soon(self._serve_stream, stream, False, None)
+                try:
+                    self._handshake_slots.acquire_nowait()
+                except trio.WouldBlock:
+                    self.counters["handshakes_refused_busy"] += 1
+                    await trio.aclose_forcefully(stream)
+                    continue
+                nursery.start_soon(self._serve_stream, stream, False, None, True)
 
     async def _dial_loop(self, address: PeerAddress) -> None:
         failures = 0
@@ -227,15 +279,23 @@ class P2P:
             delay = min(self.config.backoff_max_s, self.config.backoff_initial_s * 2 ** min(failures - 1, 16))
             await trio.sleep(delay * (0.5 + self._random.random() / 2))
 
-    async def _serve_stream(self, stream: trio.SocketStream, outbound: bool, expected: bytes | None) -> bool:
-        """Handshake and serve one link; True if it was authenticated."""
+    async def _serve_stream(self, stream: trio.SocketStream, outbound: bool, expected: bytes | None,
+                            holds_slot: bool = False) -> bool:
+        """Handshake and serve one link; True if it was authenticated.
+
+        `holds_slot`: an inbound link holding a handshake slot, released as soon
+        as the handshake ends (whatever its outcome)."""
         try:
             try:
-                with trio.fail_after(self.config.handshake_timeout_s):
-                    channel = await perform_handshake(
-                        stream, self.identity, initiator=outbound, is_allowed=self.is_allowed,
-                        expected_key=expected, max_frame_bytes=self.config.max_frame_bytes,
-                    )
+                try:
+                    with trio.fail_after(self.config.handshake_timeout_s):
+                        channel = await perform_handshake(
+                            stream, self.identity, initiator=outbound, is_allowed=self.is_allowed,
+                            expected_key=expected, max_frame_bytes=self.config.max_frame_bytes,
+                        )
+                finally:
+                    if holds_slot:
+                        self._handshake_slots.release()
             except HandshakeError as exc:
                 self.counters["handshake_failures_%s" % exc.reason] += 1
                 log.info("handshake refused", reason=exc.reason, detail=str(exc), outbound=outbound)
@@ -325,4 +385,15 @@ class P2P:
             if handler is None:
                 self.counters["unhandled_%d" % channel] += 1
                 continue
-            await handler(peer.public_key, channel, frame[1:])
+            try:
+                await handler(peer.public_key, channel, frame[1:])
+            except (FrameError, PeerDisconnected):
+                raise
+            except Exception as exc:  # noqa: BLE001 - trio.Cancelled is a BaseException: not caught
+                # A handler failing on what this peer sent must not take the
+                # whole node down: count it and drop the link to that peer.
+                self.counters["handler_errors"] += 1
+                log.warning("handler failed on a peer message; disconnecting",
+                            peer=peer.public_key.hex()[:16], channel=channel,
+                            error="%s: %s" % (type(exc).__name__, exc))
+                return

@@ -13,6 +13,7 @@ Routes (JSON unless said; bytes as lowercase hex; errors are
 | GET  /blocks/{height}         | block or 404 "not_found"; 400 "bad_height"                       |
 | GET  /commit/{height}         | header + certificate or 404 / 400                                |
 | POST /tx                      | body: raw tx bytes (application/octet-stream) or {"tx": hex}; 200 {"hash"}; 400 {"error": TxRejected.reason, "detail"}; 413 "oversize"; 503 "read_only" (observers) or "mempool_full" |
+| POST /txs                     | body: msgpack array of raw txs (application/msgpack), ≤ 4096; 200 {"results": [{"hash"} or {"error", "detail"} per tx, in order]}; 400 "malformed"; 413; 503 "read_only" |
 | GET  /tx/{hash}               | {"hash", "status", "height", "index", "receipt"} or 404          |
 | GET  /state/{key hex}?prove=  | {"key", "value", "height"} (+ "proof", "header", "certificate")  |
 | GET  /evidence                | {"evidence": [...]}                                              |
@@ -28,6 +29,7 @@ import functools
 import json
 from typing import Any
 
+import msgpack
 import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -45,6 +47,8 @@ STATUS_KEYS = ("chain_id", "height", "app_hash", "view", "catching_up")
 API_VERSION = "1"
 # TxRejected reasons that are the server's condition rather than the client's mistake.
 _UNAVAILABLE_REASONS = frozenset({"read_only", "mempool_full"})
+MAX_BATCH_TXS = 4096  # txs per POST /txs
+MAX_BATCH_BODY_FACTOR = 8  # POST /txs body limit: this many times max_body_bytes
 
 
 def _error(status: int, error: str, detail: str = "") -> JSONResponse:
@@ -164,6 +168,39 @@ def create_app(service: NodeService, *, read_only: bool = False, max_body_bytes:
             return _error(code, exc.reason, exc.detail)
         return JSONResponse({"hash": result.tx_hash.hex()})
 
+    async def submit_txs(request: Request) -> Response:
+        # Batch submission: one request verifies many txs (their signature
+        # batches run together), so a client at load is not one round trip per tx.
+        if read_only:
+            return _error(503, "read_only", "this node is an observer; submit to a validator")
+        try:
+            body = await _read_body(request, max_body_bytes * MAX_BATCH_BODY_FACTOR)
+        except _TooLarge:
+            return _error(413, "oversize", "body over %d bytes" % (max_body_bytes * MAX_BATCH_BODY_FACTOR))
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in ("application/msgpack", "application/x-msgpack", "application/octet-stream", ""):
+            return _error(415, "unsupported_media_type", "send application/msgpack: an array of raw txs")
+        raws = _txs_from_msgpack(body)
+        if isinstance(raws, Response):
+            return raws
+        submit_many = getattr(service, "submit_txs", None)
+        if submit_many is not None:
+            outcomes = await submit_many(raws)
+        else:  # a NodeService without the batch method: one at a time
+            outcomes = []
+            for raw in raws:
+                try:
+                    outcomes.append(await service.submit_tx(raw))
+                except TxRejected as exc:
+                    outcomes.append(exc)
+        results: list[dict[str, str]] = []
+        for outcome in outcomes:
+            if isinstance(outcome, TxRejected):
+                results.append({"error": outcome.reason, "detail": outcome.detail})
+            else:
+                results.append({"hash": outcome.tx_hash.hex()})
+        return JSONResponse({"results": results})
+
     async def tx(request: Request) -> Response:
         tx_hash = _parse_hex(request.path_params["hash"].lower(), HASH_HEX_CHARS, HASH_HEX_CHARS)
         if tx_hash is None:
@@ -197,6 +234,7 @@ def create_app(service: NodeService, *, read_only: bool = False, max_body_bytes:
         Route("/blocks/{height}", block),
         Route("/commit/{height}", commit),
         Route("/tx", submit_tx, methods=["POST"]),
+        Route("/txs", submit_txs, methods=["POST"]),
         Route("/tx/{hash}", tx),
         Route("/state/{key}", state),
         Route("/evidence", evidence),
@@ -204,6 +242,18 @@ def create_app(service: NodeService, *, read_only: bool = False, max_body_bytes:
     ]
     routes = observer_routes(service) + routes  # [observer] first: its /tx/{hash} adds ?prove=true
     return Starlette(routes=routes)
+
+
+def _txs_from_msgpack(body: bytes) -> list[bytes] | Response:
+    """POST /txs body: a msgpack array (at most MAX_BATCH_TXS) of byte strings."""
+    try:
+        raws = msgpack.unpackb(body, raw=False, use_list=True, max_array_len=MAX_BATCH_TXS,
+                               max_map_len=0, max_str_len=0, max_ext_len=0)
+    except Exception as exc:  # noqa: BLE001 - msgpack raises several types for bad input
+        return _error(400, "malformed", "body is not a msgpack array of byte strings (%s)" % type(exc).__name__)
+    if not isinstance(raws, list) or not all(isinstance(raw, bytes) for raw in raws):
+        return _error(400, "malformed", "body must be a msgpack array of byte strings (raw txs)")
+    return raws
 
 
 def _tx_from_json(body: bytes) -> bytes | Response:
@@ -300,6 +350,18 @@ OPENAPI: dict[str, Any] = {
                 "413": _json("body too large", _ERROR),
                 "415": _json("unsupported content type", _ERROR),
                 "503": _json("read_only (observer) or mempool_full", _ERROR)}}},
+        "/txs": {"post": {
+            "summary": "Submit several signed transactions (one result per tx, in order)",
+            "requestBody": {"required": True, "content": {
+                "application/msgpack": {"schema": {"type": "string", "format": "binary",
+                                                   "description": "msgpack array of raw txs"}}}},
+            "responses": {
+                "200": _json("per-tx outcome", {"type": "object", "properties": {"results": {
+                    "type": "array", "items": {"type": "object"}}}}),
+                "400": _json("malformed body", _ERROR),
+                "413": _json("body too large", _ERROR),
+                "415": _json("unsupported content type", _ERROR),
+                "503": _json("read_only (observer)", _ERROR)}}},
         "/tx/{hash}": _get("Transaction status and receipt", "tx", parameters=[
             {"name": "hash", "in": "path", "required": True, "schema": {"type": "string"}}], errors=(400, 404)),
         "/state/{key}": _get("State value, optionally with a proof", "state", parameters=[

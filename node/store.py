@@ -76,8 +76,11 @@ class BlockStore:
             batch.put(_P + b"R" + h + _U32.pack(index), receipt.encode())
         batch.put(_P + b"A" + h, codec.encode([app_hash, receipts_root]))
         batch.put(_P + b"H" + block.hash, h)
-        for index, tx in enumerate(block.txs):
-            batch.put(_P + b"X" + tx.hash, codec.encode([block.height, index]))
+        # receipt i is tx i's and carries its hash: no second encode + sha256 per tx
+        hashes = ([r.tx_hash for r in receipts] if len(receipts) == len(block.txs)
+                  else [tx.hash for tx in block.txs])
+        for index, tx_hash in enumerate(hashes):
+            batch.put(_P + b"X" + tx_hash, codec.encode([block.height, index]))
         peaks = [[size, digest] for size, digest in history.peaks]
         batch.put(_P + b"tip", codec.encode([block.height, block.hash, block.header.time, history.size, peaks]))
 
@@ -143,20 +146,24 @@ class BlockStore:
         raw = self.kv.get(_P + b"H" + block_hash)
         return None if raw is None else _U64.unpack(raw)[0]
 
-    def chain_tip(self) -> ChainTip:
-        """What the replica needs to resume after a restart."""
+    def chain_tip(self, recent_blocks: int = RECENT_TX_BLOCKS) -> ChainTip:
+        """What the replica needs to resume after a restart.
+
+        `recent_blocks` must be the consensus duplicate window (K, the genesis
+        checkpoint_interval): the replica refuses transactions committed in the
+        last K blocks, and must see the same K blocks after a restart."""
         tip = self.tip()
         results = self.results(tip.height)
         if results is None:
             raise StorageError("block store has no results for its tip %d" % tip.height)
-        recent: set[bytes] = set()
-        for height in range(max(1, tip.height - RECENT_TX_BLOCKS + 1), tip.height + 1):
+        recent: list[tuple[int, tuple[bytes, ...]]] = []
+        for height in range(max(1, tip.height - recent_blocks + 1), tip.height + 1):
             block = self.block(height)
             if block is not None:
-                recent.update(tx.hash for tx in block.txs)
+                recent.append((height, tuple(tx.hash for tx in block.txs)))
         return ChainTip(
             height=tip.height, block_hash=tip.block_hash, time_ms=tip.time_ms, history=tip.history,
             app_hash=results[0], receipts_root=results[1],
             certificate=self.certificate(tip.height) if tip.height else None,
-            recent_tx_hashes=frozenset(recent),
+            recent_txs=tuple(recent),
         )

@@ -24,14 +24,16 @@ from typing import Callable
 import trio
 
 from ledger import codec
-from ledger.errors import LedgerError
+from ledger.errors import EncodeError, LedgerError
 from ledger.types import Block, CommitCertificate
 
 from node.p2p import CHANNEL_SYNC_REQUEST, CHANNEL_SYNC_RESPONSE, P2P
 from node.store import BlockStore
 
 MAX_BLOCKS_PER_RESPONSE = 128
-MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+# One shared bound for a response's encoding, below the codec's message limit
+# (codec.encode refuses more, and an EncodeError here used to escape the handler).
+MAX_RESPONSE_BYTES = codec.MAX_MESSAGE_BYTES - 64 * 1024
 
 
 class BlockSync:
@@ -57,17 +59,25 @@ class BlockSync:
             return
         self.counters["requests_served"] += 1
         items: list[list[object]] = []
-        size = 0
+        size = 32  # [request id, array header]
         for height in range(max(1, first), min(last, first + MAX_BLOCKS_PER_RESPONSE - 1) + 1):
-            block, cert = self.store.block(height), self.store.certificate(height)
-            if block is None or cert is None:
+            block_data, cert_data = self.store.block_bytes(height), self.store.certificate_bytes(height)
+            if block_data is None or cert_data is None:
                 break
-            item = [block.to_wire(), cert.to_wire()]
-            size += len(self.store.block_bytes(height) or b"") + 256 * len(cert.signatures)
-            if items and size > MAX_RESPONSE_BYTES:
+            # the item's exact encoding: [block, certificate] = 1 + both encodings
+            item_size = 1 + len(block_data) + len(cert_data)
+            if size + item_size > MAX_RESPONSE_BYTES:
+                if not items:
+                    self.counters["oversized_blocks"] += 1  # cannot be served in one response
                 break
-            items.append(item)
-        self.p2p.send(peer, CHANNEL_SYNC_RESPONSE, codec.encode([request_id, items]))
+            size += item_size
+            items.append([codec.decode(block_data), codec.decode(cert_data)])
+        try:
+            payload = codec.encode([request_id, items], max_bytes=MAX_RESPONSE_BYTES)
+        except EncodeError:  # cannot happen with exact sizes; never crash the node over it
+            self.counters["oversized_responses"] += 1
+            payload = codec.encode([request_id, []])
+        self.p2p.send(peer, CHANNEL_SYNC_RESPONSE, payload)
 
     async def _on_response(self, peer: bytes, channel: int, payload: bytes) -> None:
         try:

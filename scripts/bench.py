@@ -11,6 +11,11 @@ maximum rate as a separate process, and ends with exactly one line:
 verify_limit = cores × verifications/s ÷ validators: every validator on this
 machine verifies every transaction once, so no cluster on it can commit
 faster. ratio = committed ÷ limit (1.0 would mean verification is the only cost).
+
+On a shared machine the line before it reports the validators' own CPU time
+per committed tx (from /proc) and `cpu_bound_tx_per_s` = cores ÷ that: what
+the cluster would commit with every core to itself; `cpu_bound_ratio` is that
+against the same limit (both ≈ ratio on an idle machine).
 """
 
 from __future__ import annotations
@@ -34,6 +39,11 @@ SUMMARY = re.compile(r"^submitted=(\d+) committed=(\d+) rejected=(\d+) tx_per_s=
 
 def verifications_per_second(seconds: float = 1.0) -> float:
     """Single-thread ed25519 verifications per second through PyNaCl (as nodes verify)."""
+    return _measure_verifications(seconds)[0]
+
+
+def _measure_verifications(seconds: float = 1.0) -> tuple[float, float]:
+    """(verifications per wall-clock second, CPU seconds per verification) on one thread."""
     import nacl.signing
 
     key = nacl.signing.SigningKey(bytes(range(32)))
@@ -42,13 +52,28 @@ def verifications_per_second(seconds: float = 1.0) -> float:
     verify_key = key.verify_key
     count = 0
     start = time.perf_counter()
+    cpu_start = time.thread_time()
     while True:
         for _ in range(200):
             verify_key.verify(message, signature)
         count += 200
         elapsed = time.perf_counter() - start
         if elapsed >= seconds:
-            return count / elapsed
+            return count / elapsed, (time.thread_time() - cpu_start) / count
+
+
+def cpu_seconds(pids: list[int]) -> float | None:
+    """User + system CPU seconds used so far by processes `pids` (Linux /proc), or None."""
+    total = 0
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        for pid in pids:
+            with open("/proc/%d/stat" % pid) as handle:
+                fields = handle.read().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    except (OSError, ValueError, IndexError):
+        return None
+    return total / tick
 
 
 def run_loadgen(nodes: list[str], accounts_dir: str, duration: float, max_txs: int) -> re.Match[str]:
@@ -68,17 +93,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--validators", type=int, default=4)
     parser.add_argument("--duration", type=float, default=20.0)
-    parser.add_argument("--accounts-per-org", type=int, default=4)
+    parser.add_argument("--accounts-per-org", type=int, default=16,
+                        help="Client accounts per organisation (3 organisations); each keeps at most "
+                             "loadgen's --window txs uncommitted, so this bounds the offered load.")
     parser.add_argument("--max-txs", type=int, default=30_000)
     args = parser.parse_args(argv)
 
-    verify_per_s = verifications_per_second()
+    verify_per_s, verify_cpu_s = _measure_verifications()
     cores = os.cpu_count() or 1
     limit = cores * verify_per_s / args.validators
     with start_cluster(validators=args.validators, accounts_per_org=args.accounts_per_org) as cluster:
+        pids = [n.pid for n in cluster.validators if n.pid is not None]
+        cpu_before = cpu_seconds(pids)
         match = run_loadgen([n.rpc for n in cluster.validators], cluster.accounts_dir, args.duration,
                             args.max_txs)
+        cpu_after = cpu_seconds(pids)
     committed_per_s = float(match.group(4))
+    committed = int(match.group(2))
+    if cpu_before is not None and cpu_after is not None and committed:
+        # The machine may be shared: the nodes' own CPU time per committed tx does
+        # not depend on how much CPU other processes took meanwhile.
+        # Both sides in CPU time: (cores / per_tx_s) / (cores / verify_cpu_s / validators).
+        per_tx_s = (cpu_after - cpu_before) / committed
+        cpu_limit = cores / verify_cpu_s / args.validators
+        print("node_cpu_us_per_tx=%.0f (sum over %d validators) verify_cpu_us=%.1f cpu_bound_tx_per_s=%.1f "
+              "cpu_verify_limit_tx_per_s=%.1f cpu_bound_ratio=%.4f load_avg=%s" % (
+                  per_tx_s * 1e6, args.validators, verify_cpu_s * 1e6, cores / per_tx_s, cpu_limit,
+                  (cores / per_tx_s) / cpu_limit, " ".join(open("/proc/loadavg").read().split()[:3])),
+              flush=True)
     print("validators=%d committed_tx_per_s=%.1f verify_limit_tx_per_s=%.1f ratio=%.4f p50_ms=%s p99_ms=%s" % (
         args.validators, committed_per_s, limit, committed_per_s / limit, match.group(5), match.group(6)),
         flush=True)

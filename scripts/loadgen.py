@@ -7,8 +7,9 @@
 2. Signs ALL transactions before the timed window (so signing never limits
    the measured rate): account i sends 1 cent to account i+1, nonces in order.
 3. Submits them during `--duration` seconds at `--rate` tx/s (0 = as fast as
-   it can), round-robin over the nodes; up to `--concurrency` requests in
-   flight per account (started in nonce order), and at most `--window`
+   it can), round-robin over the nodes, as POST /txs requests of up to
+   `--batch` txs (a msgpack array; `--batch 1`: one POST /tx per tx); up to
+   `--concurrency` requests in flight per account (started in nonce order), and at most `--window`
    uncommitted transactions per account (the mempool refuses nonces too far
    ahead). A rejected transaction stops its account (its later nonces could
    never commit). A node that fails to answer is skipped for
@@ -38,6 +39,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import httpx  # noqa: E402
+import msgpack  # noqa: E402
 import trio  # noqa: E402
 
 from ledger.crypto import PrivateKey  # noqa: E402
@@ -47,6 +49,7 @@ from node.keys import load_key_file  # noqa: E402
 
 DEFAULT_WINDOW = 48  # below the mempool's default nonce_window of 64
 DEFAULT_MAX_TXS = 20_000
+DEFAULT_BATCH = 64  # txs per POST /txs request (1 = one POST /tx per tx)
 POLL_S = 0.02
 RETRY_S = 0.05
 
@@ -133,6 +136,17 @@ class Pacer:
             self.issued += 1
         await trio.sleep_until(slot)
 
+    async def take(self, most: int) -> int:
+        """Wait for one slot, then also claim the slots already due (up to `most` in all)."""
+        if self.rate <= 0:
+            return most
+        await self.wait()
+        async with self.lock:
+            due = int((trio.current_time() - self.start) * self.rate) - self.issued + 1
+            extra = max(0, min(most - 1, due))
+            self.issued += extra
+        return 1 + extra
+
 
 async def submit_account(account: Account, client: httpx.AsyncClient, nodes: list[str], window: int,
                          concurrency: int, pacer: Pacer, deadline: float, stats: Stats, progress: Any,
@@ -151,6 +165,98 @@ async def submit_account(account: Account, client: httpx.AsyncClient, nodes: lis
             await limiter.acquire_on_behalf_of(tx_hash)
             nursery.start_soon(post_one, account, client, nodes, raw, tx_hash, offset + index, deadline,
                                stats, progress, task, limiter)
+
+
+async def submit_account_batched(account: Account, client: httpx.AsyncClient, nodes: list[str], window: int,
+                                 concurrency: int, batch: int, pacer: Pacer, deadline: float, stats: Stats,
+                                 progress: Any, task: Any, offset: int) -> None:
+    """Send one account's transactions in nonce order as POST /txs chunks of up to `batch`."""
+    limiter = trio.CapacityLimiter(concurrency)
+    index = 0
+    chunk_number = 0
+    async with trio.open_nursery() as nursery:
+        while index < len(account.txs):
+            nonce = account.txs[index][2]
+            while nonce - account.committed_nonce > window and not account.stopped:
+                if trio.current_time() >= deadline:
+                    return
+                await trio.sleep(POLL_S)
+            if account.stopped or trio.current_time() >= deadline:
+                return
+            room = window - (nonce - account.committed_nonce) + 1
+            count = await pacer.take(max(1, min(batch, room, len(account.txs) - index)))
+            chunk = account.txs[index:index + count]
+            token = object()
+            await limiter.acquire_on_behalf_of(token)
+            nursery.start_soon(post_chunk, account, client, nodes, chunk, offset + chunk_number, deadline,
+                               stats, progress, task, limiter, token)
+            index += count
+            chunk_number += 1
+
+
+async def post_chunk(account: Account, client: httpx.AsyncClient, nodes: list[str],
+                     chunk: list[tuple[bytes, bytes, int]], node_index: int, deadline: float, stats: Stats,
+                     progress: Any, task: Any, limiter: trio.CapacityLimiter, token: object) -> None:
+    """POST /txs one chunk; retry what the mempool had no room for; stop the account on a refusal."""
+    try:
+        sent_at = trio.current_time()
+        for _, tx_hash, _ in chunk:
+            stats.submit_time[tx_hash] = sent_at  # before the POST: a fast commit must find it
+        pending = list(chunk)
+        attempts = 0
+        retried = False
+        while pending:
+            url = nodes[node_index % len(nodes)]
+            try:
+                response = await client.post(url + "/txs", content=msgpack.packb([raw for raw, _, _ in pending]),
+                                             headers={"content-type": "application/msgpack"})
+                results = response.json()["results"] if response.status_code == 200 else None
+            except (httpx.HTTPError, ValueError, KeyError):
+                results = None
+            if results is None or len(results) != len(pending):
+                node_index += 1
+                attempts += 1
+                retried = True
+                if attempts >= 3 * len(nodes) or trio.current_time() >= deadline:
+                    _give_up(account, pending, stats, "unreachable")
+                    return
+                await trio.sleep(RETRY_S)
+                continue
+            accepted = 0
+            for (raw, tx_hash, nonce), result in zip(pending, results):
+                reason = result.get("error")
+                if reason is None or (retried and reason in ("duplicate", "nonce_taken", "nonce_too_old")):
+                    accepted += 1
+                    continue
+                if reason == "mempool_full" and trio.current_time() < deadline:
+                    break  # retry from here (later ones answer "duplicate" if they got in)
+                _count_submitted(stats, sent_at, accepted, progress, task)
+                _give_up(account, pending[accepted:], stats, reason)
+                return
+            _count_submitted(stats, sent_at, accepted, progress, task)
+            pending = pending[accepted:]
+            if pending:
+                retried = True
+                await trio.sleep(RETRY_S)
+    finally:
+        limiter.release_on_behalf_of(token)
+
+
+def _count_submitted(stats: Stats, sent_at: float, count: int, progress: Any, task: Any) -> None:
+    if not count:
+        return
+    stats.submitted += count
+    if stats.first_submit is None or sent_at < stats.first_submit:
+        stats.first_submit = sent_at
+    progress.update(task, advance=count)
+
+
+def _give_up(account: Account, txs: list[tuple[bytes, bytes, int]], stats: Stats, reason: str) -> None:
+    """The first of `txs` was refused: its account stops (later nonces could never commit)."""
+    for _, tx_hash, _ in txs:
+        stats.submit_time.pop(tx_hash, None)
+    stats.reject(reason)
+    account.stopped = True
 
 
 async def post_one(account: Account, client: httpx.AsyncClient, nodes: list[str], raw: bytes, tx_hash: bytes,
@@ -207,6 +313,7 @@ async def follow_commits(client: httpx.AsyncClient, nodes: list[str], accounts: 
                          start_height: int, done: trio.Event, progress: Any, task: Any) -> None:
     """Read every new block and mark our transactions committed."""
     by_sender = {a.key.public_key: a for a in accounts}
+    by_hash = {tx_hash: (a, nonce) for a in accounts for _, tx_hash, nonce in a.txs}
     height = start_height
     node_index = 0
     while not done.is_set():
@@ -228,10 +335,14 @@ async def follow_commits(client: httpx.AsyncClient, nodes: list[str], accounts: 
                         stats.latencies_ms.append((now - sent) * 1000)
                         stats.last_commit = now
                         progress.update(task, advance=1)
-                    tx = Tx.decode(raw)
-                    account = by_sender.get(tx.sender)
-                    if account is not None:
-                        account.committed_nonce = max(account.committed_nonce, tx.nonce)
+                    owner = by_hash.get(tx_hash)
+                    if owner is not None:
+                        owner[0].committed_nonce = max(owner[0].committed_nonce, owner[1])
+                    else:
+                        tx = Tx.decode(raw)
+                        account = by_sender.get(tx.sender)
+                        if account is not None:
+                            account.committed_nonce = max(account.committed_nonce, tx.nonce)
                 height += 1
         except (httpx.HTTPError, ValueError, KeyError):
             node_index += 1  # try the next node
@@ -239,7 +350,7 @@ async def follow_commits(client: httpx.AsyncClient, nodes: list[str], accounts: 
 
 
 async def run_load(nodes: list[str], accounts: list[Account], rate: float, duration: float, window: int,
-                   settle: float, quiet: bool = False, concurrency: int = 1) -> Stats:
+                   settle: float, quiet: bool = False, concurrency: int = 1, batch: int = 1) -> Stats:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.console import Console
 
@@ -261,8 +372,13 @@ async def run_load(nodes: list[str], accounts: list[Account], rate: float, durat
                 pacer = Pacer(rate, start)
                 async with trio.open_nursery() as senders:
                     for index, account in enumerate(accounts):
-                        senders.start_soon(submit_account, account, client, nodes, window, concurrency,
-                                           pacer, start + duration, stats, progress, submitted_task, index)
+                        if batch > 1:
+                            senders.start_soon(submit_account_batched, account, client, nodes, window, concurrency,
+                                               batch, pacer, start + duration, stats, progress, submitted_task,
+                                               index)
+                        else:
+                            senders.start_soon(submit_account, account, client, nodes, window, concurrency,
+                                               pacer, start + duration, stats, progress, submitted_task, index)
                 with trio.move_on_after(settle):
                     while stats.submit_time:
                         await trio.sleep(POLL_S)
@@ -289,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=DEFAULT_WINDOW,
                         help="Uncommitted transactions allowed per account.")
     parser.add_argument("--concurrency", type=int, default=1, help="Requests in flight per account.")
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH,
+                        help="Txs per request: >1 uses POST /txs (msgpack array), 1 uses POST /tx.")
     parser.add_argument("--settle", type=float, default=15.0, help="Seconds to wait for commits afterwards.")
     parser.add_argument("--amount", type=int, default=1, help="Cents per transfer.")
     parser.add_argument("--quiet", action="store_true", help="No progress bars.")
@@ -303,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     print("signed %d txs for %d accounts in %.1f s" % (
         sum(len(a.txs) for a in accounts), len(accounts), time.perf_counter() - began), file=sys.stderr)
     stats = trio.run(run_load, nodes, accounts, args.rate, args.duration, args.window, args.settle,
-                     args.quiet, args.concurrency)
+                     args.quiet, args.concurrency, args.batch)
     if args.json_stats or stats.reasons:
         print("rejections: %s" % json.dumps(stats.reasons), file=sys.stderr)
     print(summary(stats), flush=True)

@@ -367,3 +367,70 @@ def test_a_missing_node_is_reported_as_a_storage_error():
         tree.get(b"k1", 1)
     with pytest.raises(LedgerError):
         tree.apply(2, {b"k1": b"w"})
+
+
+class _NastyKey:
+    """A map key that collides with "leaf" and fails every comparison."""
+
+    def __hash__(self):
+        return hash("leaf")
+
+    def __eq__(self, other):
+        raise RuntimeError("no comparisons")
+
+
+WIRE_GARBAGE = [
+    {1: b"", "leaf": None},  # mixed key types: sorted() used to raise TypeError
+    {b"leaf": None, b"siblings": []},
+    {"leaf": None, 2: []},
+    {"leaf": None, "siblings": [], "extra": 1},
+    {"leaf": None},
+    {_NastyKey(): None, "siblings": []},
+    {"leaf": None, "siblings": [1.5]},
+    {"leaf": [b"\x00" * 32], "siblings": []},
+    {"leaf": None, "siblings": [b"\x00" * 31]},
+    [("leaf", None), ("siblings", [])],
+    None,
+    3,
+]
+
+
+@pytest.mark.parametrize("wire", WIRE_GARBAGE, ids=range(len(WIRE_GARBAGE)))
+def test_from_wire_is_total_and_raises_only_proof_error(wire):
+    with pytest.raises(ProofError):
+        StateProof.from_wire(wire)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x82\x01\xc4\x00\xa4leaf\xc0",  # {1: b"", "leaf": None}
+        b"\x82\xa8siblings\x90\xa4leaf\xc0",  # keys out of canonical order
+        b"\x82\xa4leaf\xc0\xa8siblings\xdc\x00\x00",  # non-minimal array header
+        b"\x83\xa4leaf\xc0\xa8siblings\x90\xa4leaf\xc0",  # duplicate key
+        b"\x82\xa4leaf\xc0\xa8siblings\x90\x00",  # trailing byte
+        b"\x82\xa4leaf\xc0\xa8siblings\x91\xc7\x01\x05\x00",  # extension type
+        b"\x82\xa4leaf\xc0\xa8siblings\x91\xcb" + bytes(8),  # float
+        b"\x82\xa4leaf\xc0\xa8siblings\x90" + b"\x00" * (20 * 1024),  # oversize
+        bytearray(b"\x82\xa4leaf\xc0\xa8siblings\x91\x01"),
+        "not bytes",
+        None,
+    ],
+)
+def test_from_bytes_is_total_and_rejects_non_canonical_bytes(data):
+    with pytest.raises(ProofError):
+        StateProof.from_bytes(data)
+
+
+@settings(max_examples=40, deadline=None)
+@given(model=st.dictionaries(keys, values, max_size=30), probe=keys)
+def test_proof_bytes_are_the_canonical_codec_encoding(model, probe):
+    from ledger import codec
+
+    tree = StateTree(MemoryStore())
+    tree.apply(1, model)
+    proof = tree.prove(probe, 1)
+    data = proof.to_bytes()
+    assert data == codec.encode(proof.to_wire())
+    assert StateProof.from_wire(codec.decode(data)) == StateProof.from_bytes(data) == proof
+    assert StateProof.from_bytes(bytearray(data)) == proof

@@ -29,10 +29,12 @@ from consensus.history import History
 from ledger import codec
 from ledger.crypto import PrivateKey, is_valid
 from ledger.hashing import sha256
-from ledger.types import Block, Tx, Validator, ValidatorSet
+from ledger.types import Block, Tx, Validator, ValidatorSet, commit_vote_payload
 
 CHAIN_ID = "careledger-sim"
 FAULT_MODES = ("none", "crash", "network", "byzantine", "all")
+SCENARIOS = ("primary-crash", "twin-primary", "restart-all", "validator-change", "long-partition-no-load")
+TWINS_VIEWS = 12  # views with a scheduled Twins partition (higher views are fully connected)
 
 _VERIFY_CACHE: dict[tuple[bytes, str, str, bytes, bytes], bool] = {}
 
@@ -53,6 +55,7 @@ def validator_key(index: int) -> PrivateKey:
 
 
 CLIENT_KEYS = [PrivateKey(sha256(b"careledger-sim-client-%d" % i)) for i in range(4)]
+CLIENT_PUBS = [k.public_key for k in CLIENT_KEYS]
 
 
 @dataclass
@@ -88,6 +91,10 @@ class Node:
     tx_seen: set[bytes] = field(default_factory=set)
     silent: bool = False
     equivocate: bool = False
+    pub: bytes = b""
+
+    def __post_init__(self) -> None:
+        self.pub = self.key.public_key
 
 
 @dataclass
@@ -111,6 +118,8 @@ class Simulation:
                  checkpoint_interval: int = 5) -> None:
         if faults not in FAULT_MODES:
             raise ValueError("faults must be one of %s" % (FAULT_MODES,))
+        if scenario is not None and scenario not in SCENARIOS:
+            raise ValueError("scenario must be one of %s" % (SCENARIOS,))
         self.seed = seed
         self.rng = random.Random(seed)
         self.n = validators
@@ -118,6 +127,8 @@ class Simulation:
         self.target = heights
         self.faults_mode = faults
         self.heal_at = heal_after_ms if faults != "none" else 0
+        if scenario == "long-partition-no-load":
+            self.heal_at = heal_after_ms  # the partition itself is the fault
         self.deadline = self.heal_at + progress_bound_ms
         self.scenario = scenario
         rng = self.rng
@@ -145,7 +156,28 @@ class Simulation:
             self.nodes[bad].honest = False
             self.nodes[bad].silent = self.byzantine_mode == "silent"
             self.nodes[bad].equivocate = self.byzantine_mode == "equivocate"
-            self.byzantine_keys.add(self.nodes[bad].key.public_key)
+            self.byzantine_keys.add(self.nodes[bad].pub)
+        # Validator-set changes: the fake executor returns `validator_update` when it
+        # executes a height listed here (a governance transaction, deterministic on
+        # every node). A follower (key index n) starts as a non-validator observer.
+        self.set_updates: dict[int, ValidatorSet] = {}
+        self.follower: Node | None = None
+        if scenario == "validator-change":
+            k = checkpoint_interval
+            follower_key = validator_key(validators)
+            grown = ValidatorSet(self.vset.validators + (Validator("v%d" % validators, follower_key.public_key),))
+            self.set_updates = {k - 2: grown, 2 * k + 1: self.vset}  # in force from k+1, then from 3k+1
+            self.follower = Node(len(self.nodes), follower_key, True)
+            self.nodes.append(self.follower)
+        self.truth: list[tuple[int, ValidatorSet]] = [(1, self.vset)]
+        for h, vset in sorted(self.set_updates.items()):
+            self.truth.append((self.boundary(h) + 1, vset))
+        self.isolated: set[int] = set()
+        # Twins (§A.3): per view, which side of a two-way partition each instance is on;
+        # a message of view v is delivered only inside v's partition (until healed).
+        self.twins_schedule: dict[int, set[tuple[int, int]]] = {}
+        if self.byzantine_mode == "twins":
+            self.twins_schedule = {v: self.twins_partition() for v in range(TWINS_VIEWS)}
         self.net_faults = faults in ("network", "all")
         self.crash_faults = faults in ("crash", "all")
         self.loss = rng.choice([0.0, 0.01, 0.05]) if self.net_faults else 0.0
@@ -170,6 +202,23 @@ class Simulation:
         self.view_change_started: int | None = None
         self.longest_view_change = 0
         self.quiet = False
+        self.catch_up_ms: int | None = None
+        self.boundary_new_views = 0  # NEW-VIEWs whose VIEW-CHANGEs span a validator-set change
+
+    # ------------------------------------------------------- validator sets
+
+    def boundary(self, height: int) -> int:
+        """The checkpoint after which an update executed at `height` takes effect."""
+        k = self.config.checkpoint_interval
+        return -(-(height + 1) // k) * k
+
+    def set_for(self, height: int) -> ValidatorSet:
+        """Ground truth: the validator set in force at `height`."""
+        current = self.truth[0][1]
+        for start, vset in self.truth:
+            if start <= height:
+                current = vset
+        return current
 
     # ----------------------------------------------------------- scheduling
 
@@ -214,6 +263,10 @@ class Simulation:
         """Every live honest node reached the target (nodes crashed for good, as in the
         primary-crash scenario, are faulty from then on)."""
         live = [n for n in self.honest_nodes() if n.alive]
+        if self.scenario == "long-partition-no-load":
+            # the rejoined replica must reach everyone's height, not just the target
+            if self.isolated or len({len(n.committed) for n in live}) != 1:
+                return False
         return len(live) >= self.n - self.f - (0 if self.byzantine_mode is None else 1) and \
             all(len(n.committed) >= self.target for n in live)
 
@@ -250,6 +303,8 @@ class Simulation:
             self.faults += 1
         elif kind == "garbage":
             self.inject_garbage()
+        elif kind == "heal-isolation":
+            self.isolated = set()
 
     # ---------------------------------------------------------------- nodes
 
@@ -261,8 +316,10 @@ class Simulation:
             history = History.from_hashes([b.hash for b, _, _, _ in disk.blocks])
             block, cert, app, receipts = disk.blocks[-1]
             txs = frozenset(tx.hash for b, _, _, _ in disk.blocks for tx in b.txs)
+            schedule = tuple((self.boundary(h) + 1, vset) for h, vset in sorted(self.set_updates.items())
+                             if h <= block.height)
             tip = ChainTip(block.height, block.hash, block.header.time, history, app, receipts, cert,
-                           (), txs)
+                           schedule, txs)
         node.replica = Replica(self.config, node.key, restored=restored, last_commit=tip, verifier=cached_verify)
         node.committed = [b.hash for b, _, _, _ in disk.blocks]
         node.tx_seen = {tx.hash for b, _, _, _ in disk.blocks for tx in b.txs}
@@ -306,28 +363,60 @@ class Simulation:
     # -------------------------------------------------------------- network
 
     def link_up(self, src: int, dst: int) -> bool:
-        return (src, dst) not in self.blocked
+        return (src, dst) not in self.blocked and src not in self.isolated and dst not in self.isolated
 
     def on_send(self, node: Node, to: bytes | None, data: bytes) -> None:
+        try:
+            msg: Any = decode_message(data)
+        except Exception:  # noqa: BLE001 - simulator inspecting its own traffic
+            msg = None
         if node.honest:
-            self.check_no_double_sign(node, data)
+            self.check_no_double_sign(node, data, msg)
+            if self.set_updates and isinstance(msg, NewView) and msg.sender == node.pub:
+                slots = [vc.committed_height + 1 for vc in msg.view_changes]
+                if len({self.set_for(h).hash for h in slots + [max(slots)]}) > 1:
+                    self.boundary_new_views += 1
         if node.silent:
             return
-        if node.equivocate and to is None and data[:2] != b"" and self.is_proposal(data):
+        if node.equivocate and to is None and isinstance(msg, Proposal):
             self.equivocate(node, data)
             return
         if len(self.captured) < 500 and self.rng.random() < 0.05:
             self.captured.append(data)
+        cut = self.twins_cut(msg)
         for other in self.nodes:
-            if other is node or (to is not None and other.key.public_key != to):
+            if other is node or (to is not None and other.pub != to):
+                continue
+            if cut and (node.index, other.index) in cut:
                 continue
             self.transmit(node, other, data)
 
-    def is_proposal(self, data: bytes) -> bool:
-        try:
-            return isinstance(decode_message(data), Proposal)
-        except Exception:  # noqa: BLE001 - simulator inspecting its own traffic
-            return False
+    def twins_cut(self, msg: Any) -> set[tuple[int, int]] | None:
+        """The Twins partition of the message's view, while faults last."""
+        if not self.twins_schedule or self.now >= self.heal_at or msg is None:
+            return None
+        if isinstance(msg, (Proposal, Prepare, CommitVote, NewView)):
+            view = msg.view
+        elif isinstance(msg, ViewChange):
+            view = msg.new_view
+        else:
+            return None  # checkpoints and certified blocks carry no view
+        return self.twins_schedule.get(view)
+
+    def twins_partition(self) -> set[tuple[int, int]]:
+        """One view's Twins schedule entry: the two instances of the twinned key on
+        opposite sides of a two-way partition of the others (which instance is
+        with the larger side varies), or, sometimes, no partition."""
+        rng = self.rng
+        a, b = self.twins
+        if rng.random() < 0.2:
+            return set()
+        others = [i for i in range(len(self.nodes)) if i not in (a, b)]
+        rng.shuffle(others)
+        cut = rng.randrange(0, len(others) + 1)
+        side_a = {a} | set(others[:cut])
+        side_b = {b} | set(others[cut:])
+        return {(x, y) for x in side_a for y in side_b} | {(y, x) for x in side_a for y in side_b}
 
     def transmit(self, src: Node, dst: Node, data: bytes) -> None:
         if not self.link_up(src.index, dst.index):
@@ -341,7 +430,7 @@ class Simulation:
                 copies = 2
         for _ in range(copies):
             delay = 1 + int(rng.expovariate(1.0 / self.delay_mean))
-            self.push(self.now + delay, "deliver", (dst.index, src.key.public_key, data, dst.incarnation))
+            self.push(self.now + delay, "deliver", (dst.index, src.pub, data, dst.incarnation))
 
     def equivocate(self, node: Node, data: bytes) -> None:
         """Byzantine primary: a second block for the same (view, height) to half the nodes."""
@@ -367,18 +456,14 @@ class Simulation:
             raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)  # bit flip
             data = bytes(raw)
         self.faults += 1
-        self.push(self.now + 1, "deliver", (dst.index, rng.choice(self.nodes).key.public_key, data, dst.incarnation))
+        self.push(self.now + 1, "deliver", (dst.index, rng.choice(self.nodes).pub, data, dst.incarnation))
         if self.now < self.heal_at:
             self.push(self.now + rng.randrange(20, 300), "garbage", None)
 
     # ------------------------------------------------------------- invariants
 
-    def check_no_double_sign(self, node: Node, data: bytes) -> None:
-        try:
-            msg = decode_message(data)
-        except Exception:  # noqa: BLE001
-            return
-        if isinstance(msg, Decided):
+    def check_no_double_sign(self, node: Node, data: bytes, msg: Any) -> None:
+        if msg is None or isinstance(msg, Decided):
             return
         if isinstance(msg, (Proposal, Prepare, CommitVote)):
             digest, view, height = (msg.block_hash, msg.view, msg.height)
@@ -390,7 +475,7 @@ class Simulation:
             digest, view, height = sha256(data), msg.view, 0
         else:
             return
-        if msg.sender != node.key.public_key:
+        if msg.sender != node.pub:
             return
         key = (msg.sender, msg.KIND, view, height)
         self.checks += 1
@@ -407,6 +492,7 @@ class Simulation:
             return
         node.committed.append(block.hash)
         node.disk.blocks.append((block, cert, b"", b""))
+        self.check_certified(node, block, cert)
         if node.honest:
             first = self.canonical.setdefault(height, block.hash)
             if first != block.hash:
@@ -418,17 +504,42 @@ class Simulation:
                 if tx.hash in node.tx_seen:
                     self.violations.append("validity: tx committed twice on node %d" % node.index)
                 node.tx_seen.add(tx.hash)
+        if self.scenario == "long-partition-no-load" and node.index == self.n - 1 and not self.isolated:
+            self.catch_up_ms = self.now - self.heal_at
         if self.view_change_started is not None and node.honest:
             self.longest_view_change = max(self.longest_view_change, self.now - self.view_change_started)
             self.view_change_started = None
         self.push(self.now + self.rng.randrange(1, 5), "execute", (node.index, node.incarnation, height))
+
+    def check_certified(self, node: Node, block: Block, cert: Any) -> None:
+        """The header names the set in force (and announces the next one at a
+        boundary); the certificate is a quorum of THAT set's valid COMMIT signatures."""
+        height = block.height
+        vset, nxt = self.set_for(height), self.set_for(height + 1)
+        header = block.header
+        self.checks += 1
+        if header.validators_hash != vset.hash or header.next_validators_hash != nxt.hash:
+            self.violations.append("height %d header names the wrong validator set (node %d)" % (height, node.index))
+        payload = commit_vote_payload(cert.height, cert.view, cert.block_hash)
+        signers = set()
+        for key, signature in cert.signatures:
+            if key in signers or vset.index_of(key) is None or \
+                    not cached_verify(key, "commit", CHAIN_ID, payload, signature):
+                self.violations.append("height %d certificate has a signer outside its set or a bad signature"
+                                       % height)
+                return
+            signers.add(key)
+        if cert.height != height or cert.block_hash != block.hash or len(signers) < self.config.quorum(vset):
+            self.violations.append("height %d certificate does not certify the block under its set" % height)
 
     def execute(self, node: Node, height: int) -> None:
         block, cert, _, _ = node.disk.blocks[height - 1] if height <= len(node.disk.blocks) else (None, None, 0, 0)
         if block is None:
             return
         prev = node.disk.blocks[height - 2][2] if height > 1 else self.config.genesis_app_hash
-        app = sha256(prev + b"".join(tx.hash for tx in block.txs))
+        update = self.set_updates.get(height)
+        governance = b"" if update is None else b"set:" + update.hash
+        app = sha256(prev + b"".join(tx.hash for tx in block.txs) + governance)
         receipts = sha256(b"receipts" + block.hash)
         node.disk.blocks[height - 1] = (block, cert, app, receipts)
         if height % 3 == 0:
@@ -438,7 +549,7 @@ class Simulation:
             first = self.app_roots.setdefault(height, app)
             if first != app:
                 self.violations.append("state roots differ at height %d" % height)
-        self.feed(node, BlockExecuted(height, app, receipts))
+        self.feed(node, BlockExecuted(height, app, receipts, validator_update=update))
 
     def final_checks(self) -> None:
         honest = self.honest_nodes()
@@ -452,7 +563,7 @@ class Simulation:
 
     def plan_faults(self) -> None:
         rng = self.rng
-        if self.net_faults or self.byzantine_mode == "twins":
+        if self.net_faults:
             t = rng.randrange(100, 1500)
             while t < self.heal_at - 500:
                 self.push(t, "partition", self.random_partition())
@@ -468,6 +579,10 @@ class Simulation:
             self.push(rng.randrange(10, 500), "garbage", None)
         if self.scenario == "primary-crash":
             self.push(700, "crash", 0)
+        if self.scenario == "long-partition-no-load":
+            self.isolated = {self.n - 1}
+            self.faults += 1
+            self.push(self.heal_at, "heal-isolation", None)
         if self.scenario == "restart-all":
             for node in self.nodes:
                 self.push(900, "crash", node.index)
@@ -477,14 +592,10 @@ class Simulation:
         rng = self.rng
         idx = list(range(len(self.nodes)))
         rng.shuffle(idx)
-        if self.byzantine_mode == "twins" and rng.random() < 0.7:
-            a, b = self.twins
-            side_a = {a} | set(rng.sample([i for i in idx if i not in (a, b)], (len(idx) - 2) // 2))
-        else:
-            mode = rng.choice(["isolate", "split", "none"])
-            if mode == "none":
-                return set()
-            side_a = {idx[0]} if mode == "isolate" else set(idx[: len(idx) // 2])
+        mode = rng.choice(["isolate", "split", "none"])
+        if mode == "none":
+            return set()
+        side_a = {idx[0]} if mode == "isolate" else set(idx[: len(idx) // 2])
         side_b = set(idx) - side_a
         one_way = rng.random() < 0.3
         blocked = {(x, y) for x in side_a for y in side_b}
@@ -513,22 +624,27 @@ class Simulation:
             self.all_txs: list[Tx] = []
         if self.done() and self.now >= self.heal_at:
             return
+        if self.scenario == "long-partition-no-load":
+            reached = [len(n.committed) for n in self.nodes if n.index not in self.isolated]
+            if not self.isolated or min(reached) >= self.target:
+                return  # load stops before the partition heals, for good
         rng = self.rng
-        key = CLIENT_KEYS[rng.randrange(len(CLIENT_KEYS))]
+        client = rng.randrange(len(CLIENT_KEYS))
+        key = CLIENT_KEYS[client]
         self.tx_counter += 1
-        tx = Tx(CHAIN_ID, key.public_key, self.tx_counter, "claim.submit", {"amount": rng.randrange(1, 10_000)}).signed(key)
+        tx = Tx(CHAIN_ID, CLIENT_PUBS[client], self.tx_counter, "claim.submit", {"amount": rng.randrange(1, 10_000)}).signed(key)
         self.all_txs.append(tx)
         for node in self.nodes:
             if self.now < self.heal_at and self.net_faults and rng.random() < 0.1:
                 continue  # gossip missed this node; the primary may be the one censoring
-            if node.alive:
+            if node.alive and node.index not in self.isolated:
                 self.feed(node, TransactionsVerified((tx,)))
         self.push(self.now + rng.randrange(5, 60), "tx", None)
 
     # -------------------------------------------------------------- catch-up
 
     def on_fetch(self, node: Node, effect: FetchBlocks) -> None:
-        peers = [n for n in self.nodes if n.key.public_key == effect.peer and n.alive]
+        peers = [n for n in self.nodes if n.pub == effect.peer and n.alive]
         if not peers:
             return
         peer = peers[0]
@@ -537,7 +653,7 @@ class Simulation:
         blocks = tuple((b, c) for b, c, _, _ in peer.disk.blocks[effect.from_height - 1: effect.to_height][:64])
         if blocks:
             self.push(self.now + 2 * self.delay_mean, "fetched",
-                      (node.index, node.incarnation, BlocksFetched(peer.key.public_key, blocks)))
+                      (node.index, node.incarnation, BlocksFetched(peer.pub, blocks)))
 
 
 def run_seed(seed: int, **kwargs: Any) -> Result:
