@@ -541,6 +541,16 @@ class AppState:
     balances: tuple[tuple[bytes, int], ...] = ()  # (public key, cents), sorted by key
     parameters: tuple[tuple[str, Any], ...] = ()  # (name, canonical value), sorted by name
 
+    def __post_init__(self) -> None:
+        kinds = {o.id: o.kind for o in self.organisations}
+        for account in self.accounts:
+            kind = kinds.get(account.org)
+            if kind is None:
+                raise ConfigError("account %s: unknown organisation %r" % (account.public_key.hex()[:16], account.org))
+            if account.role != kind:
+                raise ConfigError("account %s: role %r differs from organisation %r's kind %r"
+                                  % (account.public_key.hex()[:16], account.role, account.org, kind))
+
     def balance_of(self, public_key: bytes) -> int:
         return dict(self.balances).get(public_key, 0)
 

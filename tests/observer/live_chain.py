@@ -53,8 +53,8 @@ def make_genesis(genesis_time_ms: int) -> tuple[Genesis, list[NodeKeys]]:
                                           "127.0.0.1:1") for i, k in enumerate(keys[:4])),
         observers=(GenesisObserver("o0", keys[4].node_key.public_key),),
         app_state=AppState(
-            organisations=(Organisation("cms", "CMS"), Organisation("clinic", "Clinic"),
-                           Organisation("hospital", "Hospital")),
+            organisations=(Organisation("cms", "CMS"), Organisation("clinic", "Clinic", "provider"),
+                           Organisation("hospital", "Hospital", "provider")),
             accounts=(GenesisAccount(PAYER.public_key, "cms", "payer"),
                       GenesisAccount(CLINIC.public_key, "clinic", "provider"),
                       GenesisAccount(HOSPITAL.public_key, "hospital", "provider")),
