@@ -57,6 +57,13 @@ State layout:
   "to_npi", "basis", "reason", "height"}
 - `attribution/<program>/runs` — authenticated list of run summaries;
   `attribution_run/<program>/<run id>` → the summary
+- `attribution_members/<program>/<run id>` — authenticated list of {"patient", "aco"}:
+  every patient the run assessed and its result, in the order it assessed them
+  (sorted ids). With the runs list it is the recorded population a window's total
+  cost of care walks (`contracts.tcoc`).
+- `attribution_window/<program>/<start>/<end>/<patient>` → the id of the last run over
+  exactly that window that assessed the patient (so the union of a window's runs
+  counts each patient once, with its latest result for that window).
 
 Tx types (body; roles):
 
@@ -521,6 +528,20 @@ def runs_key(program: str) -> bytes:
     return key("attribution", program, "runs")
 
 
+def run_members_key(program: str, run_id: str) -> bytes:
+    return key("attribution_members", program, run_id)
+
+
+def window_run_key(program: str, period_start: int, period_end: int, pid: str) -> bytes:
+    return key("attribution_window", program, period_start, period_end, pid)
+
+
+def period_runs(state: StateView, program: str, period_start: int, period_end: int) -> list[dict[str, Any]]:
+    """The summaries of the program's runs over exactly this window, in recorded order."""
+    return [run for run in state.entries(runs_key(program))
+            if run["period_start"] == period_start and run["period_end"] == period_end]
+
+
 def _change(previous: dict[str, Any] | None, result: Assignment) -> str | None:
     before = None if previous is None else (previous["aco"], previous["npi"])
     if before is None or before[0] is None:
@@ -583,6 +604,8 @@ def handle_attribution_run(state: StateView, tx: Tx, ctx: BlockContext) -> None:
             "aco_cents": result.aco_cents, "best_other_cents": result.best_other_cents,
         })
         assigned += result.aco is not None
+        state.append_entry(run_members_key(program["id"], run_id), {"patient": pid, "aco": result.aco})
+        state.put(window_run_key(program["id"], start, end, pid), run_id)
         if change is not None:
             changes += 1
             entry = {"patient": pid, "run": run_id, "change": change,

@@ -33,8 +33,8 @@ Record contract (other modules, e.g. attribution, read these; do not rename):
   (patient, rendering NPI, billing NPI, service date, code, allowed, paid). A
   second line with the same key is rejected with `Duplicate`.
 - `costs/episode_def/<id>`, `costs/episode/<id>/<pseudonym hex>`,
-  `costs/params/avoidable`, `costs/flags/<pseudonym hex>`,
-  `costs/tcoc/<program>/<start>/<end>`: see the handlers below.
+  `costs/params/avoidable`, `costs/flags/<pseudonym hex>`: see the handlers below.
+  Total cost of care of an attributed population: `contracts.tcoc`.
 
 Governance-ish parameters (episode definitions, avoidable-use code lists) are
 set by a payer or an auditor: the payer owns its contract terms, an auditor
@@ -457,31 +457,10 @@ def total_cost_of_care(claims_by_patient: Mapping[bytes, Sequence[Claim]], attri
             "per_capita_cents": round_half_away_from_zero(per_capita)}
 
 
-@REGISTRY.register("tcoc_compute", roles=GOVERNANCE_ROLES)
-def handle_tcoc_compute(state: StateView, tx: Tx, ctx: BlockContext) -> None:
-    """Total cost of care for a program's attributed list: {program, period_start,
-    period_end, patients: [16-byte pseudonyms], truncation_cents: int | None}.
-
-    Raises InvalidValue (bad dates, duplicate or malformed patients, bad cap) or
-    AlreadyExists (this program and period already computed).
-    """
-    program = check_id(tx.body.get("program"), "program")
-    start = check_date(tx.body.get("period_start"), "period_start")
-    end = check_date(tx.body.get("period_end"), "period_end")
-    if end < start:
-        raise InvalidValue("period_end precedes period_start")
-    patients = [check_pseudonym(p) for p in check_list(tx.body.get("patients"), "patients", MAX_LIST, 1)]
-    cap = tx.body.get("truncation_cents")
-    if cap is not None:
-        check_int(cap, "truncation_cents", 1, MAX_CENTS)
-    k = key("costs", "tcoc", program, start, end)
-    if state.exists(k):
-        raise AlreadyExists("total cost of care for %s %d-%d already computed" % (program, start, end))
-    claims = {p: patient_claims(state, p) for p in sorted(set(patients))}
-    result = total_cost_of_care(claims, patients, start, end, cap)
-    state.put(k, dict(result, truncation_cents=cap, height=ctx.height))
-    state.emit("tcoc_computed", program=program, patients=result["patients"],
-               truncated_total_cents=result["truncated_total_cents"])
+# The ledger's total cost of care is `contracts.tcoc` (tcoc_open / tcoc_accumulate /
+# tcoc_close): it walks the population the attribution contract recorded, in pages,
+# instead of a client-supplied patient list. `total_cost_of_care` stays as the pure
+# reference for a list already in hand.
 
 
 # --------------------------------------------------------------- potentially avoidable use

@@ -31,6 +31,28 @@ State:
 - `quality/benchmark/<program>/<period>/<measure>` → {n, percentiles: {p: [n, d]}}
 - `quality/composite_def/<composite>`, `quality/composite/<composite>/<program>/<period>/<provider>`
 - `quality/pro/<measure>/<program>/<period>/<provider>/<pseudonym hex>/<phase>` → score, document
+- `quality/standard/<payment program>/<year>` → the MSSP quality performance standard
+  assessment a settlement cites (see `handle_quality_standard_assess`)
+
+MSSP quality performance standard (QPS) on ledger records (METHODS §1.1.3 quality
+rule, §1.5 benchmarking). The payment program's `quality_rule` picks the test; the
+distribution is the program's own per-measure benchmarks (`quality_benchmark_compute`
+over the providers' results), CareLedger's stand-in for the national MIPS
+distribution, which is not on the ledger. Thresholds by rule are [verify] per PY:
+
+- `multiplier` (PY2013–2020, §425.502(b)(3), (d)): minimum attainment = the 30th
+  percentile; met when every domain with a scored measure has ≥ 1 measure at or
+  above it. (Pay-for-reporting in a first agreement year is not modelled.)
+- `gate` (PY2021–2023, §425.512): met when the composite score is at least the
+  composite of the 30th-percentile benchmarks of the same measures (a provider
+  exactly at the 30th percentile everywhere).
+- `gate_with_alternative` (PY2024+): as `gate` at the 40th percentile; the
+  alternative QPS is met when one measure is at or above its 10th percentile and
+  another at or above its 40th (the outcome-measure designation is [verify]: the
+  ledger's measure definitions do not carry it).
+
+The score the settlement uses is the composite score in basis points, rounded half
+away from zero (the PUF publishes QualScore to 2–4 decimals).
 """
 
 from __future__ import annotations
@@ -48,7 +70,7 @@ from contracts.costs import (
 )
 from contracts.engine import REGISTRY, BlockContext
 from contracts.errors import AlreadyExists, InvalidValue, NotFound, NotPermitted
-from contracts.rounding import ceil_div
+from contracts.rounding import ceil_div, round_half_away_from_zero
 from contracts.state import StateView, key
 
 POPULATIONS = ("initial_population", "denominator", "denominator_exclusion",
@@ -422,3 +444,114 @@ def enrollment_spans_ok(spans: Any, period_start: Any, period_end: Any) -> list[
         start, end = check_list(span, "span", 2, 2)
         out.append((check_date(start, "span start"), check_date(end, "span end")))
     return out
+
+
+# --------------------------------------------------------------- MSSP quality performance standard
+
+STANDARD_KIND = "mssp_quality_standard"
+QPS_PERCENTILE = {"multiplier": 30, "gate": 30, "gate_with_alternative": 40}  # [verify] per PY
+ALTERNATIVE_LOW_PERCENTILE = 10
+
+
+def standard_key(program_id: str, year: int) -> bytes:
+    return key("quality", "standard", program_id, year)
+
+
+def _benchmark_at(benchmark: Mapping[str, Any] | None, measure_id: str, p: int) -> Fraction:
+    """Raises NotFound when the measure has no benchmark at percentile p."""
+    points = {} if benchmark is None else benchmark["percentiles"]
+    if p not in points:
+        raise NotFound("measure %s has no %dth-percentile benchmark" % (measure_id, p))
+    return Fraction(*points[p])
+
+
+def assess_standard(rule: str, definition: Mapping[str, Any], measures: Mapping[str, Mapping[str, Any]],
+                    rates: Mapping[str, Fraction], benchmarks: Mapping[str, Mapping[str, Any] | None]
+                    ) -> dict[str, Any]:
+    """The QPS test of the module docstring (pure). `rates` holds the scored measures only.
+
+    Raises InvalidValue (unknown rule, nothing scored) or NotFound (missing benchmark).
+    """
+    if rule not in QPS_PERCENTILE:
+        raise InvalidValue("unknown quality rule %r" % (rule,))
+    if not rates:
+        raise InvalidValue("no scored measure to assess")
+    p = QPS_PERCENTILE[rule]
+    rows: dict[str, dict[str, Any]] = {}
+    for measure_id in sorted(rates):
+        value = performance(rates[measure_id], measures[measure_id]["inverse"])
+        threshold = _benchmark_at(benchmarks.get(measure_id), measure_id, p)
+        rows[measure_id] = {"performance": value, "threshold": threshold, "met": value >= threshold}
+    score = composite_score(definition["domain_weights"], measures, rates)
+    reference = None
+    if rule == "multiplier":
+        domains = {measures[m]["domain"] for m in rates}
+        met = all(any(rows[m]["met"] for m in rates if measures[m]["domain"] == d) for d in domains)
+    else:
+        # the composite of a provider sitting exactly at the p-th percentile on every scored measure
+        at_threshold = {m: (1 - rows[m]["threshold"]) if measures[m]["inverse"] else rows[m]["threshold"]
+                        for m in rates}
+        reference = composite_score(definition["domain_weights"], measures, at_threshold)
+        met = score is not None and reference is not None and score >= reference
+    alternative = False
+    if rule == "gate_with_alternative":
+        low = {m for m in rates if rows[m]["performance"]
+               >= _benchmark_at(benchmarks.get(m), m, ALTERNATIVE_LOW_PERCENTILE)}
+        high = {m for m in rates if rows[m]["met"]}
+        alternative = any(a != b for a in low for b in high)
+    return {"score": score, "reference_score": reference, "threshold_percentile": p, "measures": rows,
+            "met_standard": met, "met_alternative_standard": alternative}
+
+
+@REGISTRY.register("quality_standard_assess", roles=GOVERNANCE_ROLES)
+def handle_quality_standard_assess(state: StateView, tx: Tx, ctx: BlockContext) -> None:
+    """Assess an MSSP program's quality performance standard for its performance year
+    from the provider's composite and the measures' benchmarks: {program_id, composite_id,
+    provider}. Quality results are filed under the payment program's id and the period
+    str(performance year). Reassessing replaces the record (a settlement pins its hash).
+
+    Who: the program's payer organisation, or an auditor.
+    Raises InvalidValue (bad ids, not an MSSP program, nothing scored), NotFound (program,
+    composite, composite score, benchmark), NotPermitted.
+    """
+    program_id = check_id(tx.body.get("program_id"), "program_id")
+    composite_id = check_id(tx.body.get("composite_id"), "composite_id")
+    provider = check_id(tx.body.get("provider"), "provider")
+    program = state.get(key("payment_program", program_id))  # contracts.payments.programs.program_key
+    if program is None:
+        raise NotFound("no payment program %s" % program_id)
+    if program["type"] != "mssp":
+        raise InvalidValue("program %s is %s, not mssp" % (program_id, program["type"]))
+    account = accounts.require_active(state, tx.sender)
+    if account["role"] != "auditor" and account["org"] != program["payer_org"]:
+        raise NotPermitted("only the program's payer or an auditor assesses its quality standard")
+    year = program["performance_year"]
+    period = str(year)
+    definition = state.get(key("quality", "composite_def", composite_id))
+    if definition is None:
+        raise NotFound("no composite %s" % composite_id)
+    composite = state.get(key("quality", "composite", composite_id, program_id, period, provider))
+    if composite is None:
+        raise NotFound("no %s composite for %s in %s/%s" % (composite_id, provider, program_id, period))
+    measures = {m: state.get(measure_key(m)) for m in definition["measures"]}
+    rates: dict[str, Fraction] = {}
+    for measure_id in definition["measures"]:
+        result = state.get(result_key(program_id, period, measure_id, provider))
+        if result is not None and result["rate"] is not None:
+            rates[measure_id] = Fraction(*result["rate"])
+    benchmarks = {m: state.get(key("quality", "benchmark", program_id, period, m)) for m in rates}
+    assessed = assess_standard(program["params"]["quality_rule"], definition, measures, rates, benchmarks)
+    score = assessed["score"]
+    state.put(standard_key(program_id, year), {
+        "kind": STANDARD_KIND, "program_id": program_id, "year": year, "period": period,
+        "composite_id": composite_id, "provider": provider, "rule": program["params"]["quality_rule"],
+        "threshold_percentile": assessed["threshold_percentile"], "score": _pair(score),
+        "score_bps": round_half_away_from_zero(score * 10_000),
+        "reference_score": _pair(assessed["reference_score"]),
+        "measures": {m: {"performance": _pair(row["performance"]), "threshold": _pair(row["threshold"]),
+                         "met": row["met"]} for m, row in assessed["measures"].items()},
+        "met_standard": assessed["met_standard"], "met_alternative_standard": assessed["met_alternative_standard"],
+        "height": ctx.height,
+    })
+    state.emit("quality_standard_assessed", program_id=program_id, provider=provider,
+               met_standard=assessed["met_standard"], score=_pair(score))

@@ -14,9 +14,8 @@ lives here in scripts, never in contracts/):
 
 1. Set-up: staff keys (governance), TINs and NPIs (providers), licences
    attested by the auditor, the MSSP program and its ACO with participants,
-   the per-capita benchmark agreed by a k-of-n governance vote, quality
-   measures, the MSSP and BPCI Advanced payment programs signed by their
-   participants, the knee-replacement episode definition, and two payers'
+   quality measures, the MSSP and BPCI Advanced payment programs signed by
+   their participants, the MSSP benchmark record the payer sets (`benchmark_set`), the knee-replacement episode definition, and two payers'
    benefit plans sharing one PT/OT/chiropractic visit pool.
 2. Members: pseudonymous patients, coverage months, a year of adjudicated
    claims (primary care inside and outside the ACO, specialists, outpatient
@@ -27,8 +26,10 @@ lives here in scripts, never in contracts/):
    for members also covered by payer B, by payer B as secondary (NAIC COB);
    the shared visit limit holds across both payers.
 5. Year end: quality results and composites, attribution runs, total cost of
-   care of the assigned population, episode spending, the MSSP settlement
-   from those ledger records (each input carries a `{key, hash}` reference),
+   care of the assigned population walked on-ledger in pages (`tcoc_open`,
+   `tcoc_accumulate`, `tcoc_close`), the quality performance standard
+   (`quality_standard_assess`), episode spending, the MSSP settlement derived by
+   the contract from those records (cited by `{key, hash}`),
    its disbursement, and the BPCI Advanced reconciliation.
 
 Every step is a signed transaction through the cluster's HTTP API (`POST /txs`
@@ -78,10 +79,14 @@ COMPOSITE = "aco-quality-2025"
 PLAN_A, PLAN_B = "pa-ppo-2025", "pb-ppo-2025"
 THERAPY_POOL = "ptotchiro_2025"
 THERAPY_VISIT_LIMIT = 20
-BENCHMARK_PARAM = "mssp_benchmark.mssp-2025"
-PER_CAPITA_BENCHMARK_CENTS = 1_160_000  # $11,600 per assigned member-year (a historical figure)
+# The MSSP benchmark's components (per capita, cents): BY1..BY3 weighted 10/30/60, a regional
+# adjustment and the update factor → about $11,600 per assigned member-year.
+BENCHMARK_BY_CENTS = [1_080_000, 1_110_000, 1_130_000]
+BENCHMARK_REGIONAL_CENTS = 15_000
+BENCHMARK_UPDATE_FACTOR = [10_230, 10_000]
 KNEE_BENCHMARK_CENTS = 2_850_000  # BPCI-A benchmark price per episode ($28,500); target = 97 %
-MAX_TCOC_PATIENTS = 3_400  # tcoc_compute carries the whole list in one tx (64 KiB cap)
+TCOC_PAGE = 500  # members per tcoc_accumulate (contracts.tcoc.MAX_PAGE is 1,000)
+TCOC_TRUNCATION_CENTS = 25_000_000
 ATTRIBUTION_BATCH = 2_000  # contracts.attribution.MAX_PATIENTS_PER_RUN
 DEFAULT_MEMBERS = 5_000
 NONCE_WINDOW = 60  # < the mempool's default nonce_window (64)
@@ -597,10 +602,6 @@ def _run(ledger: Ledger, world: World, accounts_dir: str, out_dir: str, log: Cal
         "credential_id": "lic-%s" % c.npi, "npi": c.npi, "kind": "licence", "valid_from_ms": now_ms - 2 * year_ms,
         "expires_at_ms": now_ms + 2 * year_ms, "document_commitment": commitment("licence", c.npi),
         "jurisdiction": "MA"}, c.name) for c in clinicians]
-    steps.append(Step(admin["payer-a"], "gov_propose", {"proposal_id": "benchmark-2025", "action": "set_parameter",
-                                                        "params": {"name": BENCHMARK_PARAM, "value": {
-                                                            "per_capita_cents": PER_CAPITA_BENCHMARK_CENTS,
-                                                            "performance_year": YEAR}}}))
     for org, mid, domain, inverse in (("auditor", "dm-a1c-poor-control", "chronic", True),
                                       ("auditor", "bp-control", "chronic", False),
                                       ("auditor", "breast-cancer-screening", "prevention", False),
@@ -615,6 +616,10 @@ def _run(ledger: Ledger, world: World, accounts_dir: str, out_dir: str, log: Cal
         "program_id": MSSP_PROGRAM, "type": "mssp", "performance_year": YEAR,
         "params": {"track": "E", "msr_option_bps": 200, "revenue_based_loss_limit": False},
         "participants": [["pcp-group", 10_000]]}))
+    steps.append(Step(admin["payer-a"], "benchmark_set", {
+        "program_id": MSSP_PROGRAM, "by_per_capita_cents": BENCHMARK_BY_CENTS,
+        "regional_adjustment_cents": BENCHMARK_REGIONAL_CENTS, "update_factor": BENCHMARK_UPDATE_FACTOR},
+        "MSSP benchmark"))
     steps.append(Step(admin["payer-a"], "program_register", {
         "program_id": BPCI_PROGRAM, "type": "bpci_advanced", "performance_year": YEAR,
         "params": {"milestone_bps": {"admission": 1_000, "procedure": 3_000, "discharge": 3_000, "followup_30d": 1_000},
@@ -633,13 +638,11 @@ def _run(ledger: Ledger, world: World, accounts_dir: str, out_dir: str, log: Cal
             "deductible_cents": {"individual": 50_000, "family": 100_000},
             "oop_max_cents": {"individual": 400_000, "family": 800_000},
             "categories": categories, "buckets": bucket}, plan))
-    require_ok(ledger.run(steps, "licences, proposal, measures, programs, plans"), "programs")
+    require_ok(ledger.run(steps, "licences, benchmark, measures, programs, plans"), "programs")
 
-    steps = [Step(admin[org], "gov_approve", {"proposal_id": "benchmark-2025"}, org)
-             for org in ("payer-b", "pcp-group", "hospital")]
-    steps.append(Step(admin["pcp-group"], "aco_add_participant", {"program_id": MSSP_PROGRAM, "aco_id": ACO_ID,
+    steps = [Step(admin["pcp-group"], "aco_add_participant", {"program_id": MSSP_PROGRAM, "aco_id": ACO_ID,
                                                                   "tin": world.tins["pcp-group"],
-                                                                  "npis": [c.npi for c in world.aco_pcps]}))
+                                                                  "npis": [c.npi for c in world.aco_pcps]})]
     steps += [Step(admin["pcp-group"], "program_sign", {"program_id": MSSP_PROGRAM}),
               Step(admin["hospital"], "program_sign", {"program_id": BPCI_PROGRAM}),
               Step(admin["therapy-clinic"], "program_sign", {"program_id": BPCI_PROGRAM}),
@@ -647,9 +650,7 @@ def _run(ledger: Ledger, world: World, accounts_dir: str, out_dir: str, log: Cal
                   "composite_id": COMPOSITE, "measures": ["bp-control", "breast-cancer-screening",
                                                           "dm-a1c-poor-control", "readmission-30d"],
                   "domain_weights": {"chronic": 2, "prevention": 1, "care-coordination": 1}})]
-    require_ok(ledger.run(steps, "approvals, participants, signatures"), "approvals")
-    require_ok(ledger.run([Step(admin["auditor"], "gov_execute", {"proposal_id": "benchmark-2025"})],
-                          "benchmark executed (4 of 6 organisations)"), "governance")
+    require_ok(ledger.run(steps, "participants, signatures"), "signatures")
 
     # -- 2. members and their year of claims (a member's txs all go through one staff key, in order)
     def payer_a_key(member: Member) -> Signer:
@@ -740,32 +741,31 @@ def _run(ledger: Ledger, world: World, accounts_dir: str, out_dir: str, log: Cal
                                                                           "period": str(YEAR)}, measure))
     require_ok(ledger.run(steps, "quality composites and benchmarks"), "quality")
 
+    # total cost of care of the assigned population, walked on-ledger in pages; the quality standard
+    window = {"program": MSSP_PROGRAM, "aco_id": ACO_ID, "period_start": PERIOD_START, "period_end": PERIOD_END}
+    steps = [Step(admin["auditor"], "tcoc_open", dict(window, truncation_cents=TCOC_TRUNCATION_CENTS), "open")]
+    steps += [Step(admin["auditor"], "tcoc_accumulate", dict(window, cursor=cursor, limit=TCOC_PAGE), "page")
+              for cursor in range(0, len(pids), TCOC_PAGE)]
+    steps.append(Step(admin["auditor"], "tcoc_close", window, "close"))
+    steps.append(Step(admin["auditor"], "quality_standard_assess", {"program_id": MSSP_PROGRAM, "composite_id": COMPOSITE,
+                                                                    "provider": "pcp-group"}, "QPS"))
+    require_ok(ledger.run(steps, "total cost of care (pages), quality standard"), "tcoc")
+
     ledger.sync(admin["auditor"], admin["payer-a"].public_key)
     assignments = ledger.states([state_key("assignment", MSSP_PROGRAM, pid) for pid in pids])
     assigned = [m for m, a in zip(world.members, assignments) if a is not None and a.get("aco") == ACO_ID]
     bases = Counter((a or {}).get("basis") or (a or {}).get("reason") or "none" for a in assignments)
-    if len(assigned) > MAX_TCOC_PATIENTS:
-        raise DemoError("%d assigned members exceed what one tcoc_compute tx carries (%d): use fewer --members"
-                        % (len(assigned), MAX_TCOC_PATIENTS))
-    tcoc_body = {"program": MSSP_PROGRAM, "period_start": PERIOD_START, "period_end": PERIOD_END,
-                 "patients": [m.pseudonym for m in assigned], "truncation_cents": 25_000_000}
-    require_ok(ledger.run([Step(admin["auditor"], "tcoc_compute", tcoc_body)], "total cost of care (auditor)"), "tcoc")
-
-    ledger.sync(admin["auditor"], admin["payer-a"].public_key)
-    tcoc_key = state_key("costs", "tcoc", MSSP_PROGRAM, PERIOD_START, PERIOD_END)
+    tcoc_key = state_key("tcoc", MSSP_PROGRAM, ACO_ID, PERIOD_START, PERIOD_END)
     tcoc = ledger.state_value(tcoc_key)
-    composite_key = state_key("quality", "composite", COMPOSITE, MSSP_PROGRAM, str(YEAR), "pcp-group")
-    composite = ledger.state_value(composite_key)
-    score = Fraction(*composite["score"])
-    score_bps = int(score * 10_000)
-    per_capita = ledger.state_value(state_key("governance", "param", BENCHMARK_PARAM))["per_capita_cents"]
-    benchmark_cents = per_capita * tcoc["patients"]
+    benchmark_key = state_key("mssp_benchmark", MSSP_PROGRAM, YEAR)
+    benchmark = ledger.state_value(benchmark_key)
+    per_capita = Fraction(*benchmark["updated_per_capita"])
+    standard_key = state_key("quality", "standard", MSSP_PROGRAM, YEAR)
+    standard = ledger.state_value(standard_key)
+    score = Fraction(*standard["score"])
     settle_body = {
-        "program_id": MSSP_PROGRAM, "stage": "final",
-        "benchmark_cents": benchmark_cents, "benchmark_ref": ledger.reference(state_key("governance", "param", BENCHMARK_PARAM)),
-        "expenditures_cents": tcoc["truncated_total_cents"], "expenditures_ref": ledger.reference(tcoc_key),
-        "assigned_beneficiaries": tcoc["patients"], "assigned_ref": ledger.reference(tcoc_key),
-        "quality": {"score_bps": score_bps, "met_standard": score_bps >= 4_000}, "quality_ref": ledger.reference(composite_key),
+        "program_id": MSSP_PROGRAM, "stage": "final", "tcoc_ref": ledger.reference(tcoc_key),
+        "benchmark_ref": ledger.reference(benchmark_key), "quality_ref": ledger.reference(standard_key),
     }
     hospital_key = state_key("quality", "composite", COMPOSITE, MSSP_PROGRAM, str(YEAR), "hospital")
     hospital_score = Fraction(*ledger.state_value(hospital_key)["score"])
@@ -798,8 +798,11 @@ def _run(ledger: Ledger, world: World, accounts_dir: str, out_dir: str, log: Cal
         milestone_cents = _milestone_total(ledger, knees)
     report = {
         "members": len(world.members), "claims_committed": len(committed_claims),
-        "assigned": tcoc["patients"], "assignment_bases": dict(bases),
-        "tcoc": tcoc, "per_capita_benchmark_cents": per_capita, "benchmark_cents": benchmark_cents,
+        "assigned": tcoc["assigned_count"], "assignment_bases": dict(bases),
+        "tcoc": tcoc, "per_capita_benchmark_cents": per_capita,
+        "benchmark_cents": ((settlement or {}).get("inputs") or {}).get("benchmark_cents",
+                                                                          round(per_capita * tcoc["assigned_count"])),
+        "quality_standard": standard,
         "quality_score": score, "hospital_cqs": hospital_score,
         "settlement": settlement, "disbursement": disbursement, "bundle": bundle, "knee_episodes": len(knees),
         "milestone_cents": milestone_cents,
@@ -809,7 +812,7 @@ def _run(ledger: Ledger, world: World, accounts_dir: str, out_dir: str, log: Cal
         "bundle_ok": bool(len(settle_out) > 1 and settle_out[1].ok),
         "elapsed_s": time.monotonic() - t0, "txs": len(ledger.outcomes),
     }
-    chart = _chart(world, assigned, committed_claims, benchmark_cents, tcoc, out_dir)
+    chart = _chart(world, assigned, committed_claims, report["benchmark_cents"], tcoc, out_dir)
     failed = [o for o in ledger.outcomes if not o.ok]
     return YearResult(report, chart, failed, len(ledger.outcomes))
 
@@ -894,8 +897,8 @@ def _chart(world: World, assigned: list[Member], committed: set[str], benchmark_
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     ax.plot(months, [v / 1e6 for v in benchmark], "--", color="#555", label="benchmark (pro rata)")
     ax.plot(months, [v / 1e6 for v in cumulative], "-o", color="#1f77b4", label="actual (allowed, untruncated)")
-    ax.axhline(tcoc["truncated_total_cents"] / 1e8, color="#2ca02c", lw=0.8,
-               label="ledger TCOC, truncated ($%.2fM)" % (tcoc["truncated_total_cents"] / 1e8))
+    ax.axhline(tcoc["expenditures_cents"] / 1e8, color="#2ca02c", lw=0.8,
+               label="ledger TCOC, truncated ($%.2fM)" % (tcoc["expenditures_cents"] / 1e8))
     ax.set_xticks(months)
     ax.set_xticklabels(["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"])
     ax.set_ylabel("US$ millions")
@@ -936,12 +939,12 @@ def print_report(result: YearResult, console: Any = None) -> None:
     table.add_column("item")
     table.add_column("value", justify="right")
     table.add_column("ledger source")
-    table.add_row("assigned beneficiaries", "{:,}".format(r["assigned"]), "costs/tcoc/… (patients)")
+    table.add_row("assigned beneficiaries", "{:,}".format(r["assigned"]), "tcoc/%s/%s/… (assigned_count)" % (MSSP_PROGRAM, ACO_ID))
     table.add_row("benchmark B", dollars(r["benchmark_cents"]),
-                  "governance/param/%s × assigned (%s pc)" % (BENCHMARK_PARAM, dollars(r["per_capita_benchmark_cents"])))
-    table.add_row("expenditures E (truncated)", dollars(r["tcoc"]["truncated_total_cents"]), "costs/tcoc/…")
+                  "mssp_benchmark/%s/%d × assigned (%s pc)" % (MSSP_PROGRAM, YEAR, dollars(r["per_capita_benchmark_cents"])))
+    table.add_row("expenditures E (truncated)", dollars(r["tcoc"]["expenditures_cents"]), "tcoc/%s/%s/…" % (MSSP_PROGRAM, ACO_ID))
     table.add_row("quality score (composite)", "%.2f %%" % (float(r["quality_score"]) * 100),
-                  "quality/composite/%s/…/pcp-group" % COMPOSITE)
+                  "quality/standard/%s/%d (QPS met: %s)" % (MSSP_PROGRAM, YEAR, r["quality_standard"]["met_standard"]))
     for name in ("savings_rate", "msr", "generated_cents", "final_sharing_rate", "earned_cents"):
         if name in res:
             value = res[name]

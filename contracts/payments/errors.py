@@ -90,3 +90,10 @@ class DuplicateEventError(PaymentError):
     """The same engagement event was already rewarded."""
 
     code = "duplicate_event"
+
+
+class MismatchedReferenceError(InvalidInputError):
+    """A cited ledger record exists and is current but belongs to another program, year
+    or period, is of the wrong kind, or is not final yet (an open total cost of care)."""
+
+    code = "mismatched_reference"

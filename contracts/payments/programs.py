@@ -16,8 +16,11 @@ Rules this module enforces:
   organisation has sent `program_sign`; then it is `active`. Only active programs
   settle.
 * MSSP settlements run `contracts.payments.mssp.settle` (42 CFR 425 subpart G) on
-  explicit inputs, each carrying a reference `{key, hash}` to the ledger record it
-  came from; the reference must name an existing record whose SHA-256 is `hash`.
+  inputs the contract derives from ledger records the body cites by `{key, hash}`:
+  a closed total cost of care, the program's benchmark record and its quality
+  standard record. A reference must name an existing record whose SHA-256 is `hash`
+  (else StaleReferenceError), of the right kind, program and year (else
+  MismatchedReferenceError).
 * One settlement per program / year / stage: an interim (estimated) settlement may
   precede the final one; the final one then stores the `mssp.true_up` against it and
   the amount due is the difference (METHODS.md §1.6 "Reconciliation of estimated vs
@@ -32,6 +35,10 @@ State layout (values canonical msgpack; `key()` parts):
   "participants": [[org, bps], …] sorted by org, "signed": sorted orgs,
   "status": proposed|active, "registered_height", "activated_height"}
 - `payment_program/<id>/settlements` — authenticated list of settlement ids of the program.
+- `mssp_benchmark/<program id>/<year>` → {"kind": "mssp_benchmark", "program_id", "year",
+  "by_per_capita_cents", "by_weights_bps", "historical_per_capita": [n, d],
+  "regional_adjustment_cents", "risk_ratio", "risk_ratio_applied", "update_factor",
+  "updated_per_capita": [n, d], "revision", "set_by", "height"}.
 - `settlement/<settlement id>` → {"id", "kind", "program_id", "period", "stage",
   "payer_org", "parties", "amount_due_cents", "inputs", "references", "result",
   "estimate", "height", "time_ms"}; settlement ids are `<program>/<kind>/<period>/<stage>`.
@@ -44,12 +51,18 @@ Tx types (body fields; roles):
 - `program_register` {program_id, type, performance_year, params, participants:
   [[org, bps], …]} — payer.
 - `program_sign` {program_id} — provider (a participant organisation's key).
-- `settlement_submit` {program_id, stage: interim|final, benchmark_cents, benchmark_ref,
-  expenditures_cents, expenditures_ref, assigned_beneficiaries, assigned_ref,
-  quality: {score_bps, met_standard, met_alternative_standard?}, quality_ref,
-  participant_revenue_cents?, revenue_ref?, small_population_msr_bps?,
+- `benchmark_set` {program_id, by_per_capita_cents: [BY1, BY2, BY3], by_weights_bps?,
+  regional_adjustment_cents, update_factor: [n, d], risk_ratio?: [n, d]} — payer (the
+  program's payer org); writes `mssp_benchmark/<program>/<year>`.
+- `settlement_submit` {program_id, stage: interim|final, tcoc_ref, benchmark_ref,
+  quality_ref, participant_revenue_cents?, revenue_ref?, small_population_msr_bps?,
   disaster?: {affected_months, affected_share_bps} | {reduction_cents},
-  eligible_for_below_msr_savings?} — payer (the program's payer org).
+  eligible_for_below_msr_savings?} — payer (the program's payer org). E and N come from
+  the closed `tcoc/…` record (`contracts.tcoc`), B = the benchmark record's updated
+  per-capita × N, quality from `quality/standard/<program>/<year>`
+  (`contracts.quality.quality_standard_assess`). Deprecated: the explicit form with
+  benchmark_cents, expenditures_cents, assigned_beneficiaries, quality {…} and a
+  `*_ref` each, kept for tests/observer (outside contracts/) until it migrates.
 - `settlement_disburse` {settlement_id} — payer (the settlement's payer org).
 """
 
@@ -64,7 +77,7 @@ from typing import Any, Callable, Iterator, Sequence
 from ledger.hashing import sha256
 from ledger.types import Tx
 
-from contracts import accounts, calendar
+from contracts import accounts, calendar, quality, tcoc
 from contracts.engine import REGISTRY, BlockContext
 from contracts.payments import mssp
 from contracts.payments.errors import (
@@ -73,6 +86,7 @@ from contracts.payments.errors import (
     InvalidInputError,
     InvalidParameterError,
     InvalidSharesError,
+    MismatchedReferenceError,
     NotAPartyError,
     ProgramStateError,
     StaleReferenceError,
@@ -567,6 +581,103 @@ def mssp_parameters_of(program: dict[str, Any]) -> mssp.MsspParameters:
 register_program_type("mssp", check_mssp_params)
 
 
+# ------------------------------------------------------------------ MSSP benchmark record
+
+BENCHMARK_YEAR_WEIGHTS_BPS = (1_000, 3_000, 6_000)
+"""BY1/BY2/BY3 weights of the historical benchmark (METHODS §1.1.4: 10 % / 30 % / 60 %
+for a first agreement period) [verify per agreement period]."""
+RISK_RATIO_CAP = Fraction(103, 100)
+"""Positive change in prospective HCC risk scores is capped at +3 % (§425.610(a)(2)(i))."""
+MAX_FACTOR_TERM = 10**12
+
+
+def benchmark_key(program_id: str, year: int) -> bytes:
+    return key("mssp_benchmark", program_id, year)
+
+
+def read_ratio(body: dict[str, Any], name: str, default: Fraction | None = None) -> Fraction:
+    """A positive exact ratio `[numerator, denominator]`. Raises InvalidInputError."""
+    raw = body.get(name)
+    if raw is None and default is not None:
+        return default
+    if (not isinstance(raw, list) or len(raw) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_FACTOR_TERM for v in raw)):
+        raise InvalidInputError("%s must be [numerator, denominator], both positive integers" % name)
+    return Fraction(raw[0], raw[1])
+
+
+def compute_updated_benchmark(by_cents: Sequence[int], weights_bps: Sequence[int], regional_cents: int,
+                              risk_ratio: Fraction, update_factor: Fraction) -> dict[str, Fraction]:
+    """The per-capita updated benchmark, exactly (METHODS §1.1.4, one enrollment type):
+
+        historical = Σ weight_i × BY_i  (BY_i already trended and risk-adjusted to BY3)
+        updated    = (historical + regional adjustment) × min(risk ratio, 1.03) × update factor
+
+    Raises InvalidInputError if the weights do not sum to 10,000 bps or the result is
+    not positive.
+    """
+    if sum(weights_bps) != BPS:
+        raise InvalidInputError("benchmark-year weights must sum to 10,000 basis points")
+    historical = sum((Fraction(w, BPS) * c for w, c in zip(weights_bps, by_cents)), Fraction(0))
+    applied = min(risk_ratio, RISK_RATIO_CAP)
+    updated = (historical + regional_cents) * applied * update_factor
+    if updated <= 0:
+        raise InvalidInputError("the updated benchmark must be positive")
+    return {"historical": historical, "risk_ratio_applied": applied, "updated": updated}
+
+
+@REGISTRY.register("benchmark_set", roles={"payer"})
+def handle_benchmark_set(state: StateView, tx: Tx, ctx: BlockContext) -> None:
+    """Record an MSSP program's per-capita benchmark for its performance year, with its
+    components, so that a settlement cites a benchmark record instead of a figure.
+
+    Body: {program_id, by_per_capita_cents: [BY1, BY2, BY3], by_weights_bps?: [3 ints],
+    regional_adjustment_cents: int (signed, per capita), update_factor: [n, d],
+    risk_ratio?: [n, d] (default 1)}.
+
+    Who: the program's payer alone. In MSSP the benchmark is established by CMS
+    (42 CFR 425.601–.603, §425.650–.660), not negotiated, and the ACO's recourse is a
+    dispute; the participants accepted that when they signed the program, and every
+    component is on the ledger for them to check. It may be revised until a settlement
+    of the year exists (each revision bumps `revision`; a settlement pins its hash).
+    Raises InvalidInputError, UnknownProgramError (missing or not MSSP), NotAPartyError,
+    ProgramStateError (already settled).
+    """
+    body = tx.body
+    program_id = read_id(body, "program_id")
+    program = get_program(state, program_id)
+    if program["type"] != "mssp":
+        raise UnknownProgramError("program %s is %s, not mssp" % (program_id, program["type"]))
+    org = require_payer(state, tx, program)
+    raw_by = body.get("by_per_capita_cents")
+    if not isinstance(raw_by, list) or len(raw_by) != 3:
+        raise InvalidInputError("by_per_capita_cents must list BY1, BY2, BY3 per-capita cents")
+    by_cents = [read_cents({"by_per_capita_cents": v}, "by_per_capita_cents") for v in raw_by]
+    raw_weights = body.get("by_weights_bps", list(BENCHMARK_YEAR_WEIGHTS_BPS))
+    if not isinstance(raw_weights, list) or len(raw_weights) != 3:
+        raise InvalidInputError("by_weights_bps must list three weights")
+    weights = [read_bps({"by_weights_bps": w}, "by_weights_bps") for w in raw_weights]
+    regional = read_int(body, "regional_adjustment_cents", -MAX_CENTS, MAX_CENTS)
+    update = read_ratio(body, "update_factor")
+    risk = read_ratio(body, "risk_ratio", Fraction(1))
+    figures = compute_updated_benchmark(by_cents, weights, regional, risk, update)
+    year = program["performance_year"]
+    for stage in ("interim", "final"):
+        if state.exists(settlement_key(make_settlement_id(program_id, "mssp", year, stage))):
+            raise ProgramStateError("%s is settled for %d: its benchmark is fixed" % (program_id, year))
+    previous = state.get(benchmark_key(program_id, year))
+    state.put(benchmark_key(program_id, year), {
+        "kind": "mssp_benchmark", "program_id": program_id, "year": year,
+        "by_per_capita_cents": by_cents, "by_weights_bps": weights,
+        "historical_per_capita": to_wire(figures["historical"]), "regional_adjustment_cents": regional,
+        "risk_ratio": to_wire(risk), "risk_ratio_applied": to_wire(figures["risk_ratio_applied"]),
+        "update_factor": to_wire(update), "updated_per_capita": to_wire(figures["updated"]),
+        "revision": 0 if previous is None else previous["revision"] + 1, "set_by": org, "height": ctx.height,
+    })
+    state.emit("benchmark_set", program_id=program_id, year=year,
+               updated_per_capita=to_wire(figures["updated"]))
+
+
 # ------------------------------------------------------------------ MSSP settlement
 
 
@@ -593,26 +704,25 @@ def _read_disaster(body: dict[str, Any]) -> mssp.DisasterAdjustment | None:
     raise InvalidInputError("disaster must be {affected_months, affected_share_bps} or {reduction_cents}")
 
 
-def read_mssp_inputs(state: StateView, body: dict[str, Any], program_id: str) -> tuple[mssp.MsspInputs, dict[str, Any], dict[str, Any]]:
-    """The settlement inputs, their canonical echo, and their ledger references.
+def _cited(state: StateView, body: dict[str, Any], name: str, kind: str,
+           canonical: Callable[[dict[str, Any]], bytes]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(reference, record) of a `*_ref` naming a current record of `kind` at its canonical key.
 
-    Raises InvalidInputError / AmountOutOfRangeError on a bad value and
-    StaleReferenceError on a reference that names no record or a changed one.
+    Raises InvalidInputError, StaleReferenceError (missing or changed record),
+    MismatchedReferenceError (another kind of record, or not at its canonical key).
     """
-    echo: dict[str, Any] = {
-        "benchmark_cents": read_cents(body, "benchmark_cents"),
-        "expenditures_cents": read_cents(body, "expenditures_cents"),
-        "assigned_beneficiaries": read_int(body, "assigned_beneficiaries", 0, 10**9),
-    }
-    quality = _read_quality(body)
-    echo["quality"] = {"score_bps": fraction_bps(quality.score), "met_standard": quality.met_standard,
-                       "met_alternative_standard": quality.met_alternative_standard}
-    references = {
-        "benchmark": read_reference(state, body, "benchmark_ref"),
-        "expenditures": read_reference(state, body, "expenditures_ref"),
-        "assigned": read_reference(state, body, "assigned_ref"),
-        "quality": read_reference(state, body, "quality_ref"),
-    }
+    reference = read_reference(state, body, name)
+    record = state.get(reference["key"].encode())
+    if not isinstance(record, dict) or record.get("kind") != kind:
+        raise MismatchedReferenceError("%s must cite a %s record" % (name, kind))
+    if canonical(record) != reference["key"].encode():
+        raise MismatchedReferenceError("%s: %s is not where the %s record lives" % (name, reference["key"], kind))
+    return reference, record
+
+
+def _read_optional_inputs(state: StateView, body: dict[str, Any], echo: dict[str, Any],
+                          references: dict[str, Any]) -> dict[str, Any]:
+    """Revenue, small-population MSR, disaster and §425.605(h) eligibility (both body forms)."""
     revenue = None
     if body.get("participant_revenue_cents") is not None:
         revenue = read_cents(body, "participant_revenue_cents")
@@ -626,16 +736,99 @@ def read_mssp_inputs(state: StateView, body: dict[str, Any], program_id: str) ->
     echo["disaster"] = to_wire(disaster)
     eligible = read_bool(body, "eligible_for_below_msr_savings", False)
     echo["eligible_for_below_msr_savings"] = eligible
+    return {"small_population_msr": small_msr, "participant_revenue_cents": revenue, "disaster": disaster,
+            "eligible_for_below_msr_savings": eligible}
+
+
+def read_mssp_record_inputs(state: StateView, body: dict[str, Any],
+                            program: dict[str, Any]) -> tuple[mssp.MsspInputs, dict[str, Any], dict[str, Any]]:
+    """The settlement inputs derived from the ledger records the body cites:
+
+    - `tcoc_ref` → a closed `tcoc/…` record (`contracts.tcoc`) of this program, over a
+      window inside the performance year, for an ACO whose organisation is a
+      participant: E = its truncated `expenditures_cents`, N = its `assigned_count`;
+    - `benchmark_ref` → the program's `mssp_benchmark/<program>/<year>` record:
+      B = updated per-capita benchmark × N, rounded once (`mssp.total_from_per_capita`);
+    - `quality_ref` → the program's `quality/standard/<program>/<year>` record
+      (`quality_standard_assess`): score and met_standard / met_alternative_standard.
+
+    Returns (inputs, echo, references) in the same shapes as the explicit form, so a
+    stored settlement re-runs through `_inputs_from_echo` either way.
+    Raises InvalidInputError, StaleReferenceError, MismatchedReferenceError,
+    AmountOutOfRangeError.
+    """
+    program_id, year = program["id"], program["performance_year"]
+    tcoc_ref, tcoc_record = _cited(state, body, "tcoc_ref", "tcoc", lambda r: tcoc.tcoc_key(
+        r["program"], r["aco"], r["period_start"], r["period_end"]))
+    if tcoc_record["program"] != program_id:
+        raise MismatchedReferenceError("tcoc_ref is the total cost of care of program %s" % tcoc_record["program"])
+    if tcoc_record["period_start"] // 10_000 != year or tcoc_record["period_end"] // 10_000 != year:
+        raise MismatchedReferenceError("tcoc_ref covers %d-%d, outside performance year %d" % (
+            tcoc_record["period_start"], tcoc_record["period_end"], year))
+    if tcoc_record["status"] != tcoc.CLOSED:
+        raise MismatchedReferenceError("tcoc_ref is still open: close it first")
+    if tcoc_record["aco_org"] not in [org for org, _ in program["participants"]]:
+        raise MismatchedReferenceError("the ACO of tcoc_ref (org %s) is not a participant" % tcoc_record["aco_org"])
+    benchmark_ref, benchmark = _cited(state, body, "benchmark_ref", "mssp_benchmark",
+                                      lambda r: benchmark_key(r["program_id"], r["year"]))
+    quality_ref, standard = _cited(state, body, "quality_ref", quality.STANDARD_KIND,
+                                   lambda r: quality.standard_key(r["program_id"], r["year"]))
+    for name, record in (("benchmark_ref", benchmark), ("quality_ref", standard)):
+        if (record["program_id"], record["year"]) != (program_id, year):
+            raise MismatchedReferenceError("%s belongs to %s/%d, not %s/%d" % (
+                name, record["program_id"], record["year"], program_id, year))
+    assigned = tcoc_record["assigned_count"]
+    benchmark_cents = mssp.total_from_per_capita(Fraction(*benchmark["updated_per_capita"]), assigned)
+    quality_result = mssp.QualityResult(Fraction(standard["score_bps"], BPS), standard["met_standard"],
+                                        standard["met_alternative_standard"])
+    echo: dict[str, Any] = {
+        "source": "ledger_records",
+        "benchmark_cents": benchmark_cents,
+        "expenditures_cents": tcoc_record["expenditures_cents"],
+        "assigned_beneficiaries": assigned,
+        "quality": {"score_bps": standard["score_bps"], "met_standard": standard["met_standard"],
+                    "met_alternative_standard": standard["met_alternative_standard"]},
+    }
+    references = {"assigned": tcoc_ref, "benchmark": benchmark_ref, "expenditures": tcoc_ref,
+                  "quality": quality_ref}
+    optional = _read_optional_inputs(state, body, echo, references)
+    inputs = mssp.MsspInputs(aco_id=program_id, assigned_beneficiaries=assigned, benchmark_cents=benchmark_cents,
+                             expenditures_cents=tcoc_record["expenditures_cents"], quality=quality_result,
+                             **optional)
+    return inputs, echo, references
+
+
+def read_mssp_inputs(state: StateView, body: dict[str, Any], program_id: str) -> tuple[mssp.MsspInputs, dict[str, Any], dict[str, Any]]:
+    """DEPRECATED explicit form: client-supplied figures, each with a `{key, hash}`
+    reference. Kept only because tests/observer/live_chain.py (outside contracts/)
+    still settles this way; new clients use the record form (`tcoc_ref`).
+
+    Raises InvalidInputError / AmountOutOfRangeError on a bad value and
+    StaleReferenceError on a reference that names no record or a changed one.
+    """
+    echo: dict[str, Any] = {
+        "source": "client_figures",
+        "benchmark_cents": read_cents(body, "benchmark_cents"),
+        "expenditures_cents": read_cents(body, "expenditures_cents"),
+        "assigned_beneficiaries": read_int(body, "assigned_beneficiaries", 0, 10**9),
+    }
+    quality = _read_quality(body)
+    echo["quality"] = {"score_bps": fraction_bps(quality.score), "met_standard": quality.met_standard,
+                       "met_alternative_standard": quality.met_alternative_standard}
+    references = {
+        "benchmark": read_reference(state, body, "benchmark_ref"),
+        "expenditures": read_reference(state, body, "expenditures_ref"),
+        "assigned": read_reference(state, body, "assigned_ref"),
+        "quality": read_reference(state, body, "quality_ref"),
+    }
+    optional = _read_optional_inputs(state, body, echo, references)
     inputs = mssp.MsspInputs(
         aco_id=program_id,
         assigned_beneficiaries=echo["assigned_beneficiaries"],
         benchmark_cents=echo["benchmark_cents"],
         expenditures_cents=echo["expenditures_cents"],
         quality=quality,
-        small_population_msr=small_msr,
-        participant_revenue_cents=revenue,
-        disaster=disaster,
-        eligible_for_below_msr_savings=eligible,
+        **optional,
     )
     return inputs, echo, references
 
@@ -679,12 +872,15 @@ def store_settlement(state: StateView, ctx: BlockContext, program: dict[str, Any
 def handle_settlement_submit(state: StateView, tx: Tx, ctx: BlockContext) -> None:
     """Settle an MSSP program's performance year from ledger-recorded inputs.
 
-    Stores every intermediate of `mssp.settle`; a final settlement after an interim one
-    also stores `mssp.true_up` and owes only the difference.
+    The inputs come from the ledger records the body cites (`tcoc_ref`, `benchmark_ref`,
+    `quality_ref`; see `read_mssp_record_inputs`); the explicit-figures form without
+    `tcoc_ref` is deprecated (`read_mssp_inputs`). Stores every intermediate of
+    `mssp.settle`; a final settlement after an interim one also stores `mssp.true_up`
+    and owes only the difference.
     Raises UnknownProgramError, ProgramStateError (inactive; interim after final),
     NotAPartyError (sender not the payer), AlreadySettledError (this stage exists),
-    InvalidInputError / StaleReferenceError / MissingInputError / AmountOutOfRangeError
-    (inputs), InvalidParameterError.
+    InvalidInputError / StaleReferenceError / MismatchedReferenceError /
+    MissingInputError / AmountOutOfRangeError (inputs), InvalidParameterError.
     """
     body = tx.body
     program_id = read_id(body, "program_id")
@@ -699,7 +895,10 @@ def handle_settlement_submit(state: StateView, tx: Tx, ctx: BlockContext) -> Non
         raise AlreadySettledError("%s is already settled" % settlement_id)
     if stage is mssp.SettlementStage.INTERIM and state.exists(settlement_key(final_id)):
         raise ProgramStateError("%s: the final settlement exists; no interim after it" % program_id)
-    inputs, echo, references = read_mssp_inputs(state, body, program_id)
+    if "tcoc_ref" in body:
+        inputs, echo, references = read_mssp_record_inputs(state, body, program)
+    else:
+        inputs, echo, references = read_mssp_inputs(state, body, program_id)
     params = mssp_parameters_of(program)
     result = mssp.settle(params, inputs, stage)
     record: dict[str, Any] = {

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts import costs
+from contracts.errors import InvalidValue
 from contracts.state import key
 from tests.contracts.quality_helpers import Chain, commitment, npi, pseudonym
 
@@ -148,24 +149,29 @@ def test_dates_cross_months_and_leap_years_without_datetime():
 
 
 def test_total_cost_of_care_truncates_each_patient_and_counts_patients_without_claims():
+    """The pure reference; the ledger's TCOC over attribution is tests/contracts/test_tcoc.py."""
     chain = Chain()
     chain.run("payer", "claim_submit", claim("a1", ALICE, allowed=30_000_000, paid=1))
     chain.run("payer", "claim_submit", claim("b1", BOB, allowed=100_000, paid=1))
     chain.run("payer", "claim_submit", claim("b0", BOB, date=20241231, allowed=7, paid=1))  # outside the period
     carol = pseudonym("carol")
-    body = {"program": "mssp-aco1", "period_start": 20250101, "period_end": 20251231,
-            "patients": [ALICE, BOB, carol], "truncation_cents": 10_000_000}
-    assert chain.run("payer", "tcoc_compute", body).ok
-    result = chain.view().get(key("costs", "tcoc", "mssp-aco1", 20250101, 20251231))
+    view = chain.view()
+    claims = {p: costs.patient_claims(view, p) for p in (ALICE, BOB, carol)}
+    result = costs.total_cost_of_care(claims, [ALICE, BOB, carol], 20250101, 20251231, 10_000_000)
     assert result["total_cents"] == 30_100_000
     assert result["truncated_total_cents"] == 10_100_000
     assert result["patients_truncated"] == 1
     assert Fraction(*result["per_capita"]) == Fraction(10_100_000, 3)
     assert result["per_capita_cents"] == 3_366_667
-    assert chain.run("payer", "tcoc_compute", body).code == "already_exists"
-    dup = dict(body, program="p2", patients=[ALICE, ALICE])
-    assert chain.run("payer", "tcoc_compute", dup).code == "invalid_value"
-    assert chain.run("payer", "tcoc_compute", dict(body, program="p3", truncation_cents=-5)).code == "invalid_value"
+    with pytest.raises(InvalidValue):
+        costs.total_cost_of_care(claims, [ALICE, ALICE], 20250101, 20251231, None)
+
+
+def test_the_list_based_tcoc_compute_transaction_is_gone():
+    chain = Chain()
+    body = {"program": "mssp-aco1", "period_start": 20250101, "period_end": 20251231,
+            "patients": [ALICE], "truncation_cents": None}
+    assert chain.run("payer", "tcoc_compute", body).code == "unknown_tx_type"
 
 
 # --------------------------------------------------------------- avoidable use

@@ -1,0 +1,224 @@
+"""Total cost of care of an ACO's attributed population, read from the ledger's own
+attribution records and accumulated in pages.
+
+Why: a settlement's expenditures E and assigned count N (METHODS §1.1.1) must be
+the ones of the population the attribution contract assigned, not a list a client
+chose, and one transaction (64 KiB) cannot carry a real ACO's population. So the
+population is walked on-ledger, a bounded page per transaction, and the closed
+record is what `settlement_submit` cites.
+
+The population of (program, ACO, period) — deterministic, documented order:
+
+1. the attribution runs of the program whose window is exactly
+   [period_start, period_end], in the order the runs list recorded them (a run
+   covers at most `attribution.MAX_PATIENTS_PER_RUN` patients, so a period has
+   several runs);
+2. within a run, its member list `attribution_members/<program>/<run>` (the order
+   the run assessed them: sorted ids);
+3. a member counts when the run's recorded result for it names this ACO and the
+   run is the last run over this window that assessed it
+   (`attribution_window/<program>/<start>/<end>/<patient>`). A patient re-assessed
+   by a later run of the same window counts at that later run only, so the union
+   of the runs counts every patient once, with its latest result for the window;
+   runs over other windows (e.g. a prior year) do not interfere.
+
+Cost per counted patient (METHODS §1.1.4, simplified): Σ allowed cents of the
+patient's claim lines (`costs.patient_claims`) with a service date in the period,
+capped at `truncation_cents` when given (one cap; the per-enrollment-type 99th
+percentile caps are [verify] and not modelled). Patients with no claims count 0.
+
+Attribution must not change under an open accumulation: a new run over the same
+window appended after `tcoc_open` makes `tcoc_accumulate` / `tcoc_close` fail with
+Conflict; `tcoc_open` with `restart: true` starts the open record again.
+
+State: `tcoc/<program>/<aco>/<period_start>/<period_end>` → {"kind": "tcoc",
+"program", "aco", "aco_org", "period_start", "period_end", "truncation_cents",
+"status": open|closed, "runs": [run ids], "run_sizes": [n], "members_total",
+"runs_count_at_open", "patients_processed", "assigned_count", "untruncated_cents",
+"expenditures_cents" (truncated), "patients_truncated", "per_capita": [n, d] | None,
+"per_capita_cents" | None, "opened_by", "opened_height", "closed_height"}.
+
+Tx types (body; roles — the attribution program's payer organisation, or an auditor):
+
+- `tcoc_open` {program, aco_id, period_start, period_end, truncation_cents?: int | None,
+  restart?: bool}
+- `tcoc_accumulate` {program, aco_id, period_start, period_end, cursor: patients
+  processed so far (must equal the record's), limit: 1..MAX_PAGE}
+- `tcoc_close` {program, aco_id, period_start, period_end}
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any
+
+from ledger.types import Tx
+
+from contracts import accounts, attribution, costs, providers
+from contracts.engine import REGISTRY, BlockContext
+from contracts.errors import AlreadyExists, Conflict, InvalidValue, NotFound, NotPermitted
+from contracts.identifiers import PATIENT_PREFIX, PSEUDONYM_BYTES
+from contracts.rounding import round_half_away_from_zero
+from contracts.state import StateView, key
+
+MAX_PAGE = 1_000
+OPEN, CLOSED = "open", "closed"
+ROLES = {"payer", "auditor"}
+
+
+def tcoc_key(program: str, aco_id: str, period_start: int, period_end: int) -> bytes:
+    return key("tcoc", program, aco_id, period_start, period_end)
+
+
+def _target(state: StateView, tx: Tx) -> tuple[dict[str, Any], dict[str, Any], int, int]:
+    """(program, aco, start, end) of the body; the sender must be the program's payer
+    organisation or an auditor. Raises InvalidValue, NotFound, NotPermitted."""
+    program_id = costs.check_id(tx.body.get("program"), "program")
+    aco_id = costs.check_id(tx.body.get("aco_id"), "aco_id")
+    start = costs.check_date(tx.body.get("period_start"), "period_start")
+    end = costs.check_date(tx.body.get("period_end"), "period_end")
+    if end < start:
+        raise InvalidValue("period_end precedes period_start")
+    program = providers.require_program(state, program_id)
+    aco = providers.require_aco(state, program_id, aco_id)
+    account = accounts.require_active(state, tx.sender)
+    if account["role"] != "auditor" and account["org"] != program["org"]:
+        raise NotPermitted("only the program's payer or an auditor computes its total cost of care")
+    return program, aco, start, end
+
+
+def _require_open(state: StateView, k: bytes) -> dict[str, Any]:
+    """Raises NotFound (never opened) or AlreadyExists (already closed)."""
+    record = state.get(k)
+    if record is None:
+        raise NotFound("no total cost of care is open at %s" % k.decode())
+    if record["status"] != OPEN:
+        raise AlreadyExists("the total cost of care at %s is closed" % k.decode())
+    return record
+
+
+def _check_attribution_unchanged(state: StateView, record: dict[str, Any]) -> None:
+    """A run over the same window recorded after `tcoc_open` would change the
+    population under the accumulation. Raises Conflict."""
+    runs = attribution.runs_key(record["program"])
+    count = state.get(runs + b"/count", 0)
+    for n in range(record["runs_count_at_open"], count):
+        run = state.get(runs + b"/i/" + b"%020d" % n)
+        if (run["period_start"], run["period_end"]) == (record["period_start"], record["period_end"]):
+            raise Conflict("attribution run %s over this window was recorded after tcoc_open: reopen with "
+                           "restart" % run["run"])
+
+
+def patient_cost_cents(state: StateView, pid: str, period_start: int, period_end: int) -> int:
+    """Σ allowed cents of the patient's claim lines dated in the period (0 without claims).
+
+    Claims are filed under the 16-byte pseudonym whose canonical id is `pid`
+    (`identifiers.patient_id_of_pseudonym`); other ids have no claims.
+    """
+    raw = pid[len(PATIENT_PREFIX):]
+    if len(raw) != 2 * PSEUDONYM_BYTES:
+        return 0
+    return sum(line["allowed_cents"] for claim in costs.patient_claims(state, bytes.fromhex(raw))
+               for line in claim.lines if period_start <= line["service_date"] <= period_end)
+
+
+@REGISTRY.register("tcoc_open", roles=ROLES)
+def handle_tcoc_open(state: StateView, tx: Tx, ctx: BlockContext) -> None:
+    """Open the total cost of care of an ACO's attributed population for a window,
+    fixing the attribution runs it walks (every run over exactly that window).
+
+    Raises InvalidValue (dates, cap, restart flag), NotFound (program, ACO, no run
+    over the window), NotPermitted, AlreadyExists (open without restart, or closed).
+    """
+    program, aco, start, end = _target(state, tx)
+    cap = tx.body.get("truncation_cents")
+    if cap is not None:
+        costs.check_int(cap, "truncation_cents", 1, costs.MAX_CENTS)
+    restart = costs.check_bool(tx.body.get("restart", False), "restart")
+    k = tcoc_key(program["id"], aco["id"], start, end)
+    existing = state.get(k)
+    if existing is not None and (existing["status"] == CLOSED or not restart):
+        raise AlreadyExists("total cost of care for %s/%s %d-%d is %s" % (program["id"], aco["id"], start, end,
+                                                                          existing["status"]))
+    runs = attribution.period_runs(state, program["id"], start, end)
+    if not runs:
+        raise NotFound("no attribution run of %s over %d-%d" % (program["id"], start, end))
+    sizes = [state.get(attribution.run_members_key(program["id"], run["run"]) + b"/count", 0) for run in runs]
+    org = accounts.require_active(state, tx.sender)["org"]
+    state.put(k, {
+        "kind": "tcoc", "program": program["id"], "aco": aco["id"], "aco_org": aco["org"],
+        "period_start": start, "period_end": end, "truncation_cents": cap, "status": OPEN,
+        "runs": [run["run"] for run in runs], "run_sizes": sizes, "members_total": sum(sizes),
+        "runs_count_at_open": state.get(attribution.runs_key(program["id"]) + b"/count", 0),
+        "patients_processed": 0, "assigned_count": 0, "untruncated_cents": 0, "expenditures_cents": 0,
+        "patients_truncated": 0, "per_capita": None, "per_capita_cents": None,
+        "opened_by": org, "opened_height": ctx.height, "closed_height": None,
+    })
+    state.emit("tcoc_opened", program=program["id"], aco=aco["id"], runs=len(runs), members=sum(sizes))
+
+
+@REGISTRY.register("tcoc_accumulate", roles=ROLES)
+def handle_tcoc_accumulate(state: StateView, tx: Tx, ctx: BlockContext) -> None:
+    """Process the next `limit` members of the population, in the documented order.
+
+    `cursor` must equal the members processed so far, so a page sent twice or out
+    of order fails instead of counting a patient twice.
+    Raises InvalidValue (limit, cursor type), NotFound (not open), AlreadyExists
+    (closed), NotPermitted, Conflict (cursor mismatch, attribution changed, nothing left).
+    """
+    program, aco, start, end = _target(state, tx)
+    cursor = costs.check_int(tx.body.get("cursor"), "cursor", 0, 10**9)
+    limit = costs.check_int(tx.body.get("limit"), "limit", 1, MAX_PAGE)
+    k = tcoc_key(program["id"], aco["id"], start, end)
+    record = _require_open(state, k)
+    if cursor != record["patients_processed"]:
+        raise Conflict("cursor %d, but %d members are processed" % (cursor, record["patients_processed"]))
+    if cursor >= record["members_total"]:
+        raise Conflict("every member is processed: close it")
+    _check_attribution_unchanged(state, record)
+    stop = min(cursor + limit, record["members_total"])
+    totals = {name: record[name] for name in ("assigned_count", "untruncated_cents", "expenditures_cents",
+                                              "patients_truncated")}
+    offset = 0
+    for run_id, size in zip(record["runs"], record["run_sizes"]):
+        members = attribution.run_members_key(program["id"], run_id)
+        for index in range(max(cursor, offset) - offset, min(stop, offset + size) - offset):
+            member = state.get(members + b"/i/" + b"%020d" % index)
+            pid = member["patient"]
+            latest = state.get(attribution.window_run_key(program["id"], start, end, pid))
+            if member["aco"] == aco["id"] and latest == run_id:
+                cost = patient_cost_cents(state, pid, start, end)
+                totals["assigned_count"] += 1
+                totals["untruncated_cents"] += cost
+                if record["truncation_cents"] is not None and cost > record["truncation_cents"]:
+                    totals["patients_truncated"] += 1
+                    cost = record["truncation_cents"]
+                totals["expenditures_cents"] += cost
+        offset += size
+    state.put(k, dict(record, patients_processed=stop, **totals))
+    state.emit("tcoc_accumulated", program=program["id"], aco=aco["id"], processed=stop,
+               assigned=totals["assigned_count"])
+
+
+@REGISTRY.register("tcoc_close", roles=ROLES)
+def handle_tcoc_close(state: StateView, tx: Tx, ctx: BlockContext) -> None:
+    """Close a fully processed total cost of care: fix the per-capita figure.
+
+    The record is immutable afterwards; settlements cite it by `{key, hash}`.
+    Raises InvalidValue, NotFound (not open), AlreadyExists (closed), NotPermitted,
+    Conflict (members left to process, attribution changed).
+    """
+    program, aco, start, end = _target(state, tx)
+    k = tcoc_key(program["id"], aco["id"], start, end)
+    record = _require_open(state, k)
+    if record["patients_processed"] != record["members_total"]:
+        raise Conflict("%d of %d members processed" % (record["patients_processed"], record["members_total"]))
+    _check_attribution_unchanged(state, record)
+    per_capita = None
+    if record["assigned_count"]:
+        per_capita = Fraction(record["expenditures_cents"], record["assigned_count"])
+    state.put(k, dict(record, status=CLOSED, closed_height=ctx.height,
+                      per_capita=None if per_capita is None else [per_capita.numerator, per_capita.denominator],
+                      per_capita_cents=None if per_capita is None else round_half_away_from_zero(per_capita)))
+    state.emit("tcoc_closed", program=program["id"], aco=aco["id"], assigned=record["assigned_count"],
+               expenditures_cents=record["expenditures_cents"])
