@@ -49,6 +49,7 @@ class StateView:
         self._writes: dict[bytes, Any] = {}  # key -> bytes | _DELETED
         self._journal: list[tuple[bytes, Any]] = []  # (key, previous overlay entry or missing)
         self._events: list[dict[str, Any]] = []
+        self._events_taken_at = 0  # journal length when events were last taken
 
     # -- raw bytes
     def get_bytes(self, k: bytes) -> bytes | None:
@@ -109,6 +110,13 @@ class StateView:
         return len(self._journal)
 
     def rollback(self, mark: int) -> None:
+        """Undo every write and event after `mark` (a `snapshot()` value).
+
+        Raises RuntimeError for a mark older than the last `take_events`: the
+        events before it belong to a transaction that already has its receipt.
+        """
+        if mark < self._events_taken_at:
+            raise RuntimeError("rollback past events already taken")
         while len(self._journal) > mark:
             k, previous = self._journal.pop()
             if previous is _EVENT:
@@ -120,7 +128,7 @@ class StateView:
 
     def take_events(self) -> list[dict[str, Any]]:
         events, self._events = self._events, []
-        self._journal = [entry for entry in self._journal if entry[1] is not _EVENT]
+        self._events_taken_at = len(self._journal)
         return events
 
     def writes(self) -> dict[bytes, bytes | None]:

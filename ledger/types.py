@@ -14,6 +14,7 @@ it is committed; `history_root` is the RFC 6962 root of the hashes of blocks
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from ledger import codec, merkle
@@ -81,12 +82,17 @@ class Tx:
     def to_wire(self) -> list[Any]:
         return [self.chain_id, self.sender, self.nonce, self.type, self.body, self.signature]
 
-    def encode(self) -> bytes:
+    @cached_property
+    def _encoded(self) -> bytes:
+        # A Tx is immutable, so its canonical bytes and hash are computed once.
         return codec.encode(self.to_wire())
 
-    @property
+    def encode(self) -> bytes:
+        return self._encoded
+
+    @cached_property
     def hash(self) -> bytes:
-        return sha256(self.encode())
+        return sha256(self._encoded)
 
     def verify_signature(self) -> None:
         """Raise SignatureError unless `signature` is the sender's over this tx."""
