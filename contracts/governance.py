@@ -30,10 +30,12 @@ State layout (all values canonical msgpack):
 - `governance/proposals` — authenticated list of proposal ids in order.
 - `governance/validator_set/current` → {"validators": [[name, key], …], "seq", "height"}
   as of genesis or the last executed change.
-- `governance/validator_set/pending` → {"validators": [[name, key], …], "seq": int,
-  "proposal": id, "height": int}. The node reads this key after each block; when
+- `governance/validator_set/pending` → {"validators": [[name, key], …],
+  "node_keys": [[validator key, node key], …], "seq": int, "proposal": id, "height": int}.
+  The node (`node.executor`) reads it from each executed block's writes; when
   `seq` exceeds the last sequence it handed to consensus, it hands the set over
-  (consensus decides the activation height). The contract never deletes it.
+  (consensus decides the activation height: after the next checkpoint
+  boundary) and allowlists the node keys for p2p. The contract never deletes it.
 - `governance/validator_set/history` — authenticated list of every accepted change.
 
 Tx types (body fields; roles):
@@ -54,7 +56,10 @@ Tx types (body fields; roles):
 
 Proposal actions and their params: `add_organisation` {org_id, name, kind,
 voting? (default: true for payer, provider, auditor), admin_keys: [key]}; `set_parameter` {name, value};
-`set_validator_set` {validators: [[name, key], …]}; `set_permission` {tx_type,
+`set_validator_set` {validators: [[name, validator key, node key?], …]} (4..128
+members, distinct names and keys, valid ed25519 points; see `proposed_validators`:
+the node key is the p2p identity the validator's node connects with — peers
+allowlist it once the change executes); `set_permission` {tx_type,
 roles: [role] | None (None clears the override)}; `suspend_account`
 {public_key}; `reinstate_account` {public_key}.
 """
@@ -66,8 +71,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable
 
+from ledger import crypto
 from ledger.errors import LedgerError
-from ledger.types import Tx, ValidatorSet
+from ledger.types import MAX_VALIDATORS, Tx, ValidatorSet
 
 from contracts import accounts
 from contracts.engine import REGISTRY, BlockContext
@@ -88,6 +94,8 @@ MAX_LIST = 2000
 # Governance must always be able to change itself: these types keep the
 # registry's roles and no override may lock them away.
 PROTECTED_TX_TYPES = frozenset({"gov_propose", "gov_approve", "gov_execute"})
+# The smallest validator set a governance change may install: n = 3f+1 with f = 1.
+MIN_VALIDATORS = 4
 
 DAY_MS = 86_400_000
 DEFAULT_PARAMETERS: dict[str, Any] = {
@@ -455,14 +463,50 @@ def validator_set_from(value: Any) -> ValidatorSet:
         raise InvalidValue("bad validator set: %s" % exc) from exc
 
 
+def proposed_validators(value: Any) -> tuple[ValidatorSet, list[list[bytes]]]:
+    """Parse a `set_validator_set` list: entries `[name, validator key]` or
+    `[name, validator key, node key]` (the p2p identity its node connects with;
+    omitted = the node connects with its validator key).
+
+    Returns (the ValidatorSet consensus runs, [[validator key, node key], …] in
+    set order). Refuses what the protocol cannot run: fewer than
+    `MIN_VALIDATORS` members (PBFT needs n ≥ 3f+1 with f ≥ 1), a validator key,
+    node key or name used twice, and keys that are not valid ed25519 points.
+    Raises InvalidValue, MalformedTx or Duplicate.
+    """
+    if not isinstance(value, list) or not MIN_VALIDATORS <= len(value) <= MAX_VALIDATORS:
+        raise InvalidValue("validators must list %d..%d validators (PBFT tolerates f faults with n ≥ 3f+1, f ≥ 1)"
+                           % (MIN_VALIDATORS, MAX_VALIDATORS))
+    pairs, node_keys = [], []
+    for entry in value:
+        if not isinstance(entry, list) or len(entry) not in (2, 3):
+            raise MalformedTx("a validator is [name, validator key] or [name, validator key, node key]")
+        pairs.append(entry[:2])
+        node_key = entry[2] if len(entry) == 3 else entry[1]
+        for what, candidate in (("validator", entry[1]), ("node", node_key)):
+            if not crypto.is_valid_public_key(candidate):
+                raise InvalidValue("%s key of validator %r is not a valid ed25519 public key" % (what, entry[0]))
+        node_keys.append([entry[1], node_key])
+    if len({key for key, _ in node_keys}) != len(node_keys):
+        raise Duplicate("a validator key appears twice")
+    if len({node for _, node in node_keys}) != len(node_keys):
+        raise Duplicate("a node key appears twice")
+    vset = validator_set_from(pairs)  # names are 1..64-character strings
+    if len({v.name for v in vset.validators}) != vset.size:
+        raise Duplicate("a validator name appears twice")
+    return vset, node_keys
+
+
 def _check_set_validator_set(state: StateView, params: dict[str, Any]) -> None:
-    validator_set_from(params.get("validators"))
+    proposed_validators(params.get("validators"))
 
 
 def _apply_set_validator_set(state: StateView, params: dict[str, Any], ctx: BlockContext, proposal: str) -> None:
-    validators = validator_set_from(params["validators"]).to_wire()
+    vset, node_keys = proposed_validators(params["validators"])
+    validators = vset.to_wire()
     previous = state.get(VALIDATORS_PENDING_KEY) or state.get(VALIDATORS_CURRENT_KEY) or {"seq": 0}
-    record = {"validators": validators, "seq": previous["seq"] + 1, "proposal": proposal, "height": ctx.height}
+    record = {"validators": validators, "node_keys": node_keys, "seq": previous["seq"] + 1,
+              "proposal": proposal, "height": ctx.height}
     state.put(VALIDATORS_PENDING_KEY, record)
     state.append_entry(VALIDATORS_HISTORY_KEY, record)
     state.emit("validator_set_change", seq=record["seq"], proposal=proposal, size=len(validators))

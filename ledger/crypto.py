@@ -14,6 +14,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
@@ -103,3 +104,14 @@ def address(public_key: bytes) -> bytes:
     if len(public_key) != PUBLIC_KEY_BYTES:
         raise SignatureError("a public key is %d bytes" % PUBLIC_KEY_BYTES)
     return hashlib.sha256(public_key).digest()[:20]
+
+
+def is_valid_public_key(public_key: object) -> bool:
+    """Whether `public_key` is a usable ed25519 public key: 32 bytes encoding a
+    point on the curve, in the prime-order subgroup and not of small order
+    (libsodium's `crypto_core_ed25519_is_valid_point`). A key failing this can
+    never produce a signature every node accepts, so governance refuses it as a
+    validator or node key."""
+    if not isinstance(public_key, bytes) or len(public_key) != PUBLIC_KEY_BYTES:
+        return False
+    return bool(nacl.bindings.crypto_core_ed25519_is_valid_point(public_key))

@@ -262,7 +262,12 @@ class Driver:
         executed, batch = self.executor.prepare(block, certificate)
         await trio.to_thread.run_sync(self.executor.write, block.height, batch)
         self.executor.finish(block, executed)
-        self._internal.append(BlockExecuted(executed.height, executed.app_hash, executed.receipts_root))
+        # a governance validator-set change executed in this block goes to consensus
+        # (it schedules the set after the next checkpoint boundary); the executor
+        # already recorded it in the block's batch, so a restart rebuilds the same
+        # schedule (`BlockStore.chain_tip` → `ChainTip.validator_schedule`)
+        self._internal.append(BlockExecuted(executed.height, executed.app_hash, executed.receipts_root,
+                                            validator_update=executed.validator_update))
         self.counters["commits"] += 1
         for listener in self.on_commit:
             listener(block, certificate, executed)

@@ -5,6 +5,15 @@ latest committed state (the state tree's `get_latest`, one LevelDB get per
 read), prepares the new state version with `StateTree.prepare`, adds block,
 certificate, receipts, tx index, results and tip to the same batch, and
 writes it once (synced). Only then is the result reported (`BlockExecuted`).
+
+Validator-set changes: when a block's writes set governance's
+`governance/validator_set/pending` record with a `seq` above the last one
+handed over, `Executed.validator_update` carries the new `ValidatorSet` (the
+driver passes it in `BlockExecuted`) and the change is recorded in the same
+batch (`BlockStore.add_validator_update`). Only the block that WROTE the record
+hands it over — never "whatever the state holds when this node looked" — so the
+handover height, hence the activation height, is the same on every node
+whatever software version or restart history it has.
 """
 
 from __future__ import annotations
@@ -13,12 +22,14 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from contracts.engine import BlockContext, Receipt, apply_block
-from ledger.errors import StorageError
+from contracts.governance import VALIDATORS_PENDING_KEY
+from ledger import codec
+from ledger.errors import LedgerError, StorageError
 from ledger.kv import KeyValueStore, WriteBatch
 from ledger.state import StateTree
-from ledger.types import Block, CommitCertificate
+from ledger.types import Block, CommitCertificate, ValidatorSet
 
-from node.store import STATE_NAMESPACE, BlockStore
+from node.store import STATE_NAMESPACE, BlockStore, ValidatorUpdate
 
 
 class ExecutionError(Exception):
@@ -31,6 +42,9 @@ class Executed:
     app_hash: bytes
     receipts_root: bytes
     receipts: tuple[Receipt, ...]
+    # set when this block executed a governance validator-set change (see module doc)
+    validator_update: ValidatorSet | None = None
+    node_keys: tuple[tuple[bytes, bytes], ...] = ()  # (validator key, p2p node key) of the new set
 
 
 class Executor:
@@ -103,9 +117,34 @@ class Executor:
             receipts_root = result.receipts_root
             self.store.add_block(batch, block, certificate, result.receipts, app_hash, receipts_root,
                                  tip.history.append(block.hash))
+            update = self._validator_update(block.height, result.writes.get(VALIDATORS_PENDING_KEY))
+            if update is not None:
+                self.store.add_validator_update(batch, update)
         except StorageError as exc:
             raise ExecutionError("cannot persist block %d: %s" % (block.height, exc)) from exc
-        return Executed(block.height, app_hash, receipts_root, result.receipts), batch
+        if update is None:
+            return Executed(block.height, app_hash, receipts_root, result.receipts), batch
+        return Executed(block.height, app_hash, receipts_root, result.receipts,
+                        update.validators, update.node_keys), batch
+
+    def _validator_update(self, height: int, raw: bytes | None) -> ValidatorUpdate | None:
+        """The change to hand to consensus if block `height` wrote a pending
+        validator-set record newer than the last one handed over."""
+        if raw is None:
+            return None
+        try:
+            record = codec.decode(raw)
+            seq = record["seq"]
+            previous = self.store.validator_updates()
+            if previous and seq <= previous[-1].seq:
+                return None
+            validators = ValidatorSet.from_wire(record["validators"])
+            node_keys = tuple((v, n) for v, n in record.get("node_keys") or
+                              [[v.public_key, v.public_key] for v in validators.validators])
+        except (LedgerError, KeyError, TypeError, ValueError) as exc:
+            # governance validated it with the same rules: every node fails alike
+            raise ExecutionError("block %d wrote an unusable validator set: %s" % (height, exc)) from exc
+        return ValidatorUpdate(height, seq, validators, node_keys)
 
     def write(self, height: int, batch: WriteBatch) -> None:
         """Write a prepared block's batch (synced); safe to call from a worker thread.

@@ -13,6 +13,19 @@ uses its node key, which must be on the genesis observer allowlist. An
 observer runs the same replica without voting rights: it follows commits via
 the validators' votes, `Decided` replies and block sync, and refuses
 `submit_tx` with "read_only".
+
+Validator-set changes (governance `set_validator_set`, executed by every node
+at the same height; see `node.executor`): each new member is
+[name, validator key, node key] (node key omitted = its validator key). Once
+the change is executed, this node allowlists the node keys for p2p (so a new
+validator's node can connect even if genesis never named it), resolves the
+validator key to that node key, and gossips transactions to it. Node keys of
+removed validators stay allowed (they may follow the chain). The allowlist is
+rebuilt at startup from the persisted changes (`BlockStore.validator_updates`).
+A node whose validator key is not in genesis starts as a validator that does
+not vote until the schedule includes its key (it syncs meanwhile). A new
+validator's node must run with role "validator" (double-sign guard on disk);
+an observer whose node key is scheduled also starts persisting its guard.
 """
 
 from __future__ import annotations
@@ -169,9 +182,8 @@ class NodeRuntime(HistoryService):  # [observer] HistoryService: proof methods (
         self.chain_id = genesis.chain_id
         self.node_key = keys.node_key.public_key
         self.validator_set = genesis.validator_set()
-        if config.is_validator:
-            if keys.validator_key is None or self.validator_set.index_of(keys.validator_key.public_key) is None:
-                raise ValueError("role validator, but the validator key is not in genesis")
+        if config.is_validator and keys.validator_key is None:
+            raise ValueError("role validator, but no validator key")
         self.validator_key = keys.validator_key.public_key if keys.validator_key else None
         os.makedirs(config.data_dir, exist_ok=True)
         self.kv = LevelDBStore(config.db_path)
@@ -185,21 +197,34 @@ class NodeRuntime(HistoryService):  # [observer] HistoryService: proof methods (
                 **consensus_settings(config, genesis),
             )
             self.guard_path = config.priv_validator_state_file
+            k = self.consensus_config.checkpoint_interval
+            updates = self.store.validator_updates()
+            signing_key = (keys.validator_key or keys.node_key).public_key
+            if config.is_validator and self.validator_set.index_of(signing_key) is None and not any(
+                    u.validators.index_of(signing_key) is not None for u in updates):
+                log.warning("validator key not in any validator set yet: not voting until governance adds it",
+                            validator=signing_key.hex()[:16])
+            # an observer whose node key governance made a validator signs too: guard it
+            self._guarded = config.is_validator or any(
+                u.validators.index_of(signing_key) is not None for u in updates)
             self.replica = Replica(
                 self.consensus_config, keys.validator_key or keys.node_key,
-                restored=load_guard_state(self.guard_path) if config.is_validator else None,
-                last_commit=self.store.chain_tip(self.consensus_config.checkpoint_interval),
+                restored=load_guard_state(self.guard_path) if self._guarded else None,
+                last_commit=self.store.chain_tip(k, checkpoint_interval=k),
             )
         except BaseException:
             self.kv.close()
             raise
         self.node_key_of = {v.public_key: v.node_key for v in genesis.validators}
-        self.validator_node_keys = frozenset(self.node_key_of.values())
+        self.validator_node_keys = set(self.node_key_of.values())
+        self.allowed_node_keys = set(genesis.allowed_node_keys())  # grows with validator-set changes
+        for update in updates:
+            self._learn_node_keys(update.node_keys)
         self.p2p = P2P(NodeIdentity.create(keys.node_key, self.chain_id), p2p_config_from(config),
-                       genesis.allowed_node_keys().__contains__)
+                       self.allowed_node_keys.__contains__)
         self.sync = BlockSync(self.p2p, self.store)
         self.driver = Driver(self.replica, self.p2p, self.executor, self.sync, self.guard_path,
-                             resolve_peer=self._resolve_peer, persist=config.is_validator)
+                             resolve_peer=self._resolve_peer, persist=self._guarded)
         self.mempool = Mempool(
             self.chain_id, self._committed_nonce, mempool_config_from(config),
             on_ready=self.driver.transactions_ready, on_admitted=self._gossip_tx,
@@ -213,6 +238,13 @@ class NodeRuntime(HistoryService):  # [observer] HistoryService: proof methods (
         self.latest_block_time_ms = self.store.tip().time_ms
         # [observer] an observer re-verifies every synced header with a light client (node/observer.py)
         self.light = None if self.is_validator else attach_light_observer(self)
+
+    def _learn_node_keys(self, node_keys: tuple[tuple[bytes, bytes], ...]) -> None:
+        """A validator-set change executed: allow, resolve and gossip to its nodes."""
+        for validator_key, node_key in node_keys:
+            self.node_key_of[validator_key] = node_key
+            self.validator_node_keys.add(node_key)
+            self.allowed_node_keys.add(node_key)
 
     def _resolve_peer(self, public_key: bytes) -> bytes:
         """The p2p key for a key the replica names (a peer's or a validator's)."""
@@ -257,6 +289,14 @@ class NodeRuntime(HistoryService):  # [observer] HistoryService: proof methods (
         self.mempool.submit_many_nowait(decode_tx_batch(payload), source=peer)
 
     def _on_commit(self, block: Block, certificate: CommitCertificate, executed: Executed) -> None:
+        if executed.validator_update is not None:
+            self._learn_node_keys(executed.node_keys)
+            own = self.replica.public_key
+            if not self._guarded and executed.validator_update.index_of(own) is not None:
+                log.warning("this node's key joins the validator set: persisting its double-sign guard")
+                self._guarded = self.driver.persist = True
+            log.info("validator set change", height=block.height, size=executed.validator_update.size,
+                     hash=executed.validator_update.hash.hex()[:16])
         self.mempool.remove_committed(block.txs)
         self.latest_block_time_ms = block.header.time
         log.debug("committed", height=block.height, txs=len(block.txs), app_hash=executed.app_hash.hex()[:16])

@@ -15,6 +15,14 @@ Layout (the state tree lives under its own namespace `STATE_NAMESPACE`):
     b:X ‖ tx hash    -> encoded [h, index]
     b:tip            -> encoded [h, block hash, time, history size, peaks]
     b:genesis        -> encoded [chain id, genesis app hash]
+    b:V              -> encoded [[h, seq, validators wire, [[validator key, node key], …]], …]
+                        every validator-set change handed to consensus, in order: the
+                        block h whose execution wrote governance's pending record `seq`
+
+Validator-set changes: the executor adds a `b:V` entry in the batch of the
+block that executed the governance change, so a restart rebuilds exactly the
+`ChainTip.validator_schedule` the running replica built from `BlockExecuted`
+(`validator_schedule`: the set of block h starts at `schedule_start(h, K)`).
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from ledger import codec
 from ledger.errors import StorageError
 from ledger.hashing import ZERO_HASH
 from ledger.kv import KeyValueStore, WriteBatch
-from ledger.types import Block, CommitCertificate
+from ledger.types import Block, CommitCertificate, ValidatorSet
 
 STATE_NAMESPACE = b"s:"
 _U64 = struct.Struct(">Q")
@@ -41,6 +49,35 @@ RECENT_TX_BLOCKS = 16
 
 def _h(height: int) -> bytes:
     return _U64.pack(height)
+
+
+def schedule_start(executed_height: int, checkpoint_interval: int) -> int:
+    """First height run by a validator set handed over in `BlockExecuted(executed_height)`.
+
+    Mirrors `consensus.replica` (`_on_executed`): the set takes effect after c,
+    the first multiple of K that is ≥ h+1 (header c announces it in
+    `next_validators_hash`), so its first height is c + 1.
+    """
+    k = checkpoint_interval
+    return -(-(executed_height + 1) // k) * k + 1
+
+
+@dataclass(frozen=True)
+class ValidatorUpdate:
+    """A validator-set change handed to consensus after executing block `height`."""
+
+    height: int
+    seq: int
+    validators: ValidatorSet
+    node_keys: tuple[tuple[bytes, bytes], ...]  # (validator key, p2p node key)
+
+    def to_wire(self) -> list[Any]:
+        return [self.height, self.seq, self.validators.to_wire(), [[v, n] for v, n in self.node_keys]]
+
+    @classmethod
+    def from_wire(cls, wire: Any) -> "ValidatorUpdate":
+        height, seq, validators, node_keys = wire
+        return cls(height, seq, ValidatorSet.from_wire(validators), tuple((v, n) for v, n in node_keys))
 
 
 @dataclass(frozen=True)
@@ -84,7 +121,30 @@ class BlockStore:
         peaks = [[size, digest] for size, digest in history.peaks]
         batch.put(_P + b"tip", codec.encode([block.height, block.hash, block.header.time, history.size, peaks]))
 
+    def add_validator_update(self, batch: WriteBatch, update: ValidatorUpdate) -> None:
+        """Add a validator-set change to `batch` (the batch of block `update.height`)."""
+        updates = self.validator_updates()
+        if updates and (update.height <= updates[-1].height or update.seq <= updates[-1].seq):
+            raise StorageError("validator update seq %d at %d does not follow seq %d at %d"
+                               % (update.seq, update.height, updates[-1].seq, updates[-1].height))
+        batch.put(_P + b"V", codec.encode([u.to_wire() for u in updates + [update]]))
+
     # ----------------------------------------------------------------- reads
+
+    def validator_updates(self) -> list[ValidatorUpdate]:
+        """Every validator-set change handed to consensus, oldest first."""
+        value = self._decode(self.kv.get(_P + b"V"), "validator updates")
+        if value is None:
+            return []
+        try:
+            return [ValidatorUpdate.from_wire(item) for item in value]
+        except Exception as exc:
+            raise StorageError("corrupt validator updates in block store: %s" % exc) from exc
+
+    def validator_schedule(self, checkpoint_interval: int) -> tuple[tuple[int, ValidatorSet], ...]:
+        """`ChainTip.validator_schedule`: (first height, set) per handed-over change."""
+        return tuple((schedule_start(u.height, checkpoint_interval), u.validators)
+                     for u in self.validator_updates())
 
     def _decode(self, raw: bytes | None, what: str) -> Any:
         if raw is None:
@@ -146,12 +206,14 @@ class BlockStore:
         raw = self.kv.get(_P + b"H" + block_hash)
         return None if raw is None else _U64.unpack(raw)[0]
 
-    def chain_tip(self, recent_blocks: int = RECENT_TX_BLOCKS) -> ChainTip:
+    def chain_tip(self, recent_blocks: int = RECENT_TX_BLOCKS, checkpoint_interval: int | None = None) -> ChainTip:
         """What the replica needs to resume after a restart.
 
         `recent_blocks` must be the consensus duplicate window (K, the genesis
         checkpoint_interval): the replica refuses transactions committed in the
-        last K blocks, and must see the same K blocks after a restart."""
+        last K blocks, and must see the same K blocks after a restart.
+        `checkpoint_interval` (K; default `recent_blocks`) places the persisted
+        validator-set changes in `validator_schedule`."""
         tip = self.tip()
         results = self.results(tip.height)
         if results is None:
@@ -166,4 +228,5 @@ class BlockStore:
             app_hash=results[0], receipts_root=results[1],
             certificate=self.certificate(tip.height) if tip.height else None,
             recent_txs=tuple(recent),
+            validator_schedule=self.validator_schedule(checkpoint_interval or recent_blocks),
         )

@@ -1,11 +1,14 @@
 """Governance: genesis, staff keys, delegation, rotation, k-of-n proposals,
 validator-set changes, the permission table, suspension — all through apply_block."""
 
+import hashlib
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contracts import governance
+from ledger.crypto import PrivateKey
 from contracts.errors import InvalidValue
 from contracts.genesis import genesis_writes
 from contracts.state import key
@@ -211,15 +214,31 @@ def test_a_parameter_change_takes_effect_on_execution():
     assert chain.get(governance.parameter_key("code_lists")) == {"pcp_taxonomies": ["207Q00000X"]}
 
 
+def point(label):
+    """A real ed25519 public key (hash-derived bytes are usually not curve points)."""
+    return PrivateKey(hashlib.sha256(label.encode()).digest()).public_key
+
+
 def test_a_validator_set_change_is_recorded_as_pending_for_the_node():
     chain = Chain()
-    validators = [["val-%d" % i, pk("new-validator-%d" % i)] for i in range(5)]
+    validators = [["val-%d" % i, point("new-validator-%d" % i)] for i in range(5)]
     pass_proposal(chain, "v1", "set_validator_set", {"validators": validators})
     pending = chain.get(governance.VALIDATORS_PENDING_KEY)
     assert pending["validators"] == validators and pending["seq"] == 1 and pending["proposal"] == "v1"
+    # no node key given: the node connects with its validator key
+    assert pending["node_keys"] == [[k, k] for _, k in validators]
     pass_proposal(chain, "v2", "set_validator_set", {"validators": validators[:4]})
     assert chain.get(governance.VALIDATORS_PENDING_KEY)["seq"] == 2
     assert [e["seq"] for e in chain.entries(governance.VALIDATORS_HISTORY_KEY)] == [1, 2]
+
+
+def test_a_validator_set_change_carries_each_members_node_key():
+    chain = Chain()
+    validators = [["val-%d" % i, point("v%d" % i), point("node-%d" % i)] for i in range(4)]
+    pass_proposal(chain, "v1", "set_validator_set", {"validators": validators})
+    pending = chain.get(governance.VALIDATORS_PENDING_KEY)
+    assert pending["validators"] == [[name, key] for name, key, _ in validators]  # the consensus set
+    assert pending["node_keys"] == [[key, node] for _, key, node in validators]  # the p2p allowlist
 
 
 def test_the_permission_table_override_is_enforced_by_the_engine():
@@ -247,6 +266,18 @@ def test_suspension_by_proposal_stops_a_key_and_reinstatement_restores_it():
     ("set_parameter", {"name": "Bad Name", "value": 1}, "malformed"),
     ("set_validator_set", {"validators": []}, "invalid_value"),
     ("set_validator_set", {"validators": [["v", b"short"]]}, "invalid_value"),
+    # the protocol needs n >= 4 (f >= 1), distinct names/keys, and real curve points
+    ("set_validator_set", {"validators": [["v%d" % i, point("k%d" % i)] for i in range(3)]}, "invalid_value"),
+    ("set_validator_set", {"validators": [["v%d" % i, point("k%d" % min(i, 2))] for i in range(4)]}, "duplicate"),
+    ("set_validator_set", {"validators": [["v%d" % min(i, 2), point("k%d" % i)] for i in range(4)]}, "duplicate"),
+    ("set_validator_set", {"validators": [["v%d" % i, point("k%d" % i)] for i in range(3)]
+                           + [["v3", bytes(32)]]}, "invalid_value"),
+    ("set_validator_set", {"validators": [["v%d" % i, point("k%d" % i), point("n0")] for i in range(4)]},
+     "duplicate"),
+    ("set_validator_set", {"validators": [["v%d" % i, point("k%d" % i), b"x" * 31] for i in range(4)]},
+     "invalid_value"),
+    ("set_validator_set", {"validators": [["v%d" % i, point("k%d" % i), point("n"), 1] for i in range(4)]},
+     "malformed"),
     ("set_permission", {"tx_type": "gov_approve", "roles": []}, "not_permitted"),
     ("set_permission", {"tx_type": "no_such_tx", "roles": []}, "not_found"),
     ("set_permission", {"tx_type": "tin_register", "roles": ["wizard"]}, "invalid_value"),
