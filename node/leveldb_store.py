@@ -128,18 +128,20 @@ class LevelDBStore:
         """
         if not isinstance(batch, WriteBatch):
             raise StorageError("write expects a WriteBatch")
-        for key in batch.deletes:
-            check_key(key)
-        for key, value in batch.puts.items():
-            if type(key) is not bytes or type(value) is not bytes:
-                raise StorageError("keys and values must be bytes")
         try:
+            # transaction=True: an exception inside the block (a bad key found
+            # half-way) discards the whole LevelDB batch, so the checks can
+            # run in the same pass as the puts.
             with self._db.write_batch(transaction=True, sync=self._sync) as leveldb_batch:
                 delete = leveldb_batch.delete
                 for key in batch.deletes:
+                    if type(key) is not bytes:
+                        raise StorageError("keys must be bytes")
                     delete(key)
                 put = leveldb_batch.put
                 for key, value in batch.puts.items():
+                    if type(key) is not bytes or type(value) is not bytes:
+                        raise StorageError("keys and values must be bytes")
                     put(key, value)
         except (plyvel.Error, RuntimeError) as exc:
             raise StorageError("leveldb write: %s" % exc) from exc

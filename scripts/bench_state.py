@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--proofs", type=int, default=20_000)
     parser.add_argument("--cache", type=int, default=DEFAULT_CACHE_NODES, help="decoded nodes kept in memory")
     parser.add_argument("--sync", action="store_true", help="fsync every block (default off)")
+    parser.add_argument("--gc-promote", action="store_true", help="StateTree(gc_promote=True)")
     parser.add_argument("--dir", default=None)
     args = parser.parse_args()
 
@@ -75,7 +76,7 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     workdir = tempfile.mkdtemp(prefix="bench_state_", dir=args.dir)
     store = LevelDBStore(os.path.join(workdir, "db"), sync=args.sync)
-    tree = StateTree(store, cache_nodes=args.cache)
+    tree = StateTree(store, cache_nodes=args.cache, gc_promote=args.gc_promote)
     hash_rate, hash_cpu_rate = sha256_per_second()
     print("sha256 (80 B): %.0f/s (%.0f per CPU-second); load average %.1f" % (hash_rate, hash_cpu_rate, load_start))
 
@@ -173,12 +174,12 @@ def main() -> None:
         "sha256_per_s=%.0f hashes_per_update=%.1f update_existing_per_s=%.0f load_avg=%.1f "
         "updates_per_cpu_s=%.0f updates_per_main_cpu_s=%.0f update_existing_per_cpu_s=%.0f "
         "verifies_per_cpu_s=%.0f sha256_per_cpu_s=%.0f hash_bound_fraction=%.3f cpu_hash_bound_fraction=%.3f "
-        "load_avg_start=%.1f load_avg_15m=%.1f cache_nodes=%d max_rss_mb=%.0f"
+        "load_avg_start=%.1f load_avg_15m=%.1f cache_nodes=%d max_rss_mb=%.0f gc_promote=%d"
         % (args.keys, insert_rate, max(sizes), prove_rate, verify_rate, hash_rate,
            hashes_per_update, update_rate, load[0],
            insert_cpu_rate, insert_main_rate, update_cpu_rate,
            verify_cpu_rate, hash_cpu_rate, insert_rate / bound, insert_cpu_rate / cpu_bound,
-           load_start, load[2], args.cache, rss_mb)
+           load_start, load[2], args.cache, rss_mb, args.gc_promote)
     )
 
 

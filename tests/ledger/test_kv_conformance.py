@@ -164,3 +164,32 @@ def test_prefix_end_is_the_first_key_after_the_prefix():
     assert prefix_end(b"a\xff") == b"b"
     assert prefix_end(b"\xff\xff") is None
     assert prefix_end(b"") is None
+
+
+def test_a_batch_with_a_bad_delete_key_writes_nothing(store):
+    write(store, {b"a": b"1"})
+    batch = WriteBatch()
+    batch.put(b"b", b"2")
+    batch.deletes["a"] = None  # bypasses delete()'s check
+    with pytest.raises(StorageError):
+        store.write(batch)
+    assert store.get(b"b") is None and store.get(b"a") == b"1"
+
+
+def test_leveldb_tuning_options_do_not_change_the_data(tmp_path):
+    # Written with the tuned defaults (no compression, bloom filter, large
+    # write buffer), read back with LevelDB's own defaults, and the reverse.
+    db = LevelDBStore(str(tmp_path / "db"), sync=False)
+    write(db, {b"k%d" % i: bytes(100) + b"%d" % i for i in range(2000)})
+    db.close()
+    plain = LevelDBStore(
+        str(tmp_path / "db"), write_buffer_bytes=4 << 20, max_file_bytes=2 << 20,
+        compression="snappy", bloom_filter_bits=0,
+    )
+    assert plain.get(b"k1999") == bytes(100) + b"1999"
+    write(plain, {b"later": b"x"})
+    assert plain.property(b"leveldb.stats") is not None
+    plain.close()
+    again = LevelDBStore(str(tmp_path / "db"))
+    assert again.get(b"later") == b"x" and sum(1 for _ in again.iterate_prefix(b"k")) == 2000
+    again.close()

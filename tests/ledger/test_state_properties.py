@@ -434,3 +434,57 @@ def test_proof_bytes_are_the_canonical_codec_encoding(model, probe):
     assert data == codec.encode(proof.to_wire())
     assert StateProof.from_wire(codec.decode(data)) == StateProof.from_bytes(data) == proof
     assert StateProof.from_bytes(bytearray(data)) == proof
+
+
+def test_one_stale_record_per_version_and_the_per_node_layout_still_prunes():
+    import msgpack
+
+    from ledger.kv import WriteBatch
+
+    def build():
+        store = MemoryStore()
+        tree = StateTree(store)
+        model = {}
+        for version in range(1, 6):
+            writes = {b"k%d" % ((version * 13 + i * 7) % 40): b"v%d" % version for i in range(15)}
+            tree.apply(version, writes)
+            model.update(writes)
+        return store, tree, model
+
+    store, tree, model = build()
+    records = list(store.iterate_prefix(b"S"))
+    assert records and all(len(key) == 9 for key, _ in records)
+    # Rewrite the index in the older layout: S ‖ version ‖ node_key -> b"".
+    legacy_store, legacy_tree, _ = build()
+    batch = WriteBatch()
+    for key, value in legacy_store.iterate_prefix(b"S"):
+        batch.delete(key)
+        for node_key in msgpack.unpackb(value):
+            batch.put(key + node_key, b"")
+    legacy_store.write(batch)
+    for each in (tree, legacy_tree):
+        while each.prune(4, max_nodes=3):
+            pass
+    assert sorted(k for k, _ in store.iterate_prefix(b"N")) == sorted(k for k, _ in legacy_store.iterate_prefix(b"N"))
+    assert [k for k, _ in legacy_store.iterate_prefix(b"S") if int.from_bytes(k[1:9], "big") <= 4] == []
+    for key, value in model.items():
+        verify(legacy_tree.root(5), key, value, legacy_tree.prove(key, 5))
+
+
+@pytest.mark.parametrize(
+    "params, key",
+    [(JMT_PARAMS, "a"), (JMT_PARAMS, b"k" * (MAX_KEY_BYTES + 1)), (FUEL_PARAMS, b"short"), (FUEL_PARAMS, None)],
+)
+def test_get_latest_rejects_bad_keys_with_validation_error(params, key):
+    tree = StateTree(MemoryStore(), params)
+    with pytest.raises(ValidationError):
+        tree.get_latest(key)
+
+
+def test_gc_promote_gives_the_same_roots_and_leaves_the_collector_enabled():
+    import gc
+
+    model = {b"k%d" % i: b"v%d" % i for i in range(300)}
+    plain, promoted = StateTree(MemoryStore()), StateTree(MemoryStore(), gc_promote=True)
+    assert plain.apply(1, model) == promoted.apply(1, model) == jmt_reference(model)
+    assert gc.isenabled() and gc.get_freeze_count() == 0
