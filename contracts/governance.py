@@ -29,13 +29,26 @@ State layout (all values canonical msgpack):
   "expires_at_ms", "executed_height"}.
 - `governance/proposals` — authenticated list of proposal ids in order.
 - `governance/validator_set/current` → {"validators": [[name, key], …], "seq", "height"}
-  as of genesis or the last executed change.
+  (+ "proposal" after a change): the set decided last — genesis (seq 0, height 0)
+  or the last executed `set_validator_set`, written in the same transaction as
+  the pending record, with "height" = the block that EXECUTED the change. It is
+  not yet the set signing blocks: consensus runs a set decided in block h from
+  height c + 1, c the first multiple of the checkpoint interval K at or above
+  h + 1 (`node.store.schedule_start`). K is a genesis consensus parameter that
+  is not in the application state, so contracts cannot compute the activation
+  height; a light client reads it from the headers (the header c hands over in
+  `next_validators_hash`; `/light/epoch-changes`).
 - `governance/validator_set/pending` → {"validators": [[name, key], …],
   "node_keys": [[validator key, node key], …], "seq": int, "proposal": id, "height": int}.
   The node (`node.executor`) reads it from each executed block's writes; when
   `seq` exceeds the last sequence it handed to consensus, it hands the set over
   (consensus decides the activation height: after the next checkpoint
   boundary) and allowlists the node keys for p2p. The contract never deletes it.
+  A second change may execute before the first is active: the later one
+  REPLACES the earlier when both fall before the same checkpoint boundary (the
+  earlier set never signs a block and no header hands over to it; consensus
+  `Replica._schedule_set`); otherwise each runs in turn from its own boundary.
+  `history` keeps both either way.
 - `governance/validator_set/history` — authenticated list of every accepted change.
 
 Tx types (body fields; roles):
@@ -508,6 +521,8 @@ def _apply_set_validator_set(state: StateView, params: dict[str, Any], ctx: Bloc
     record = {"validators": validators, "node_keys": node_keys, "seq": previous["seq"] + 1,
               "proposal": proposal, "height": ctx.height}
     state.put(VALIDATORS_PENDING_KEY, record)
+    state.put(VALIDATORS_CURRENT_KEY, {"validators": validators, "seq": record["seq"], "height": ctx.height,
+                                       "proposal": proposal})
     state.append_entry(VALIDATORS_HISTORY_KEY, record)
     state.emit("validator_set_change", seq=record["seq"], proposal=proposal, size=len(validators))
 

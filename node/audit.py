@@ -7,9 +7,14 @@ byte either feeds a hash or signature check or is compared with proven data.
 
 What a package holds (JSON, bytes as lowercase hex, format `careledger-audit/v1`):
 
-- `anchor`: the tip header T at export time with its certificate; verified
-  by `ledger.light.LightClient` from genesis (the set in force must still be
-  the genesis set; epoch changes are listed in `epoch_changes` when any);
+- `epoch_changes`: every header up to T that hands over to a new validator
+  set (encoded `ledger.light.HeaderUpdate`s: header, certificate by the
+  outgoing set, the new set, history proof from the previous one), as
+  `/light/epoch-changes` serves them; the light client follows them from
+  genesis, so a package verifies across validator-set changes;
+- `anchor`: the tip header T at export time with its certificate and the
+  history proof from the last epoch-change header (or genesis) to it;
+  verified by `ledger.light.LightClient` with the set then in force;
 - `blocks`: header s (the block holding the `settlement_submit` tx) and
   header s+1 (whose `receipts_root` holds its receipt), each with its
   certificate and its inclusion proof in T's `history_root`;
@@ -35,7 +40,7 @@ from typing import Any
 from ledger import codec
 from ledger.errors import LedgerError
 from ledger.hashing import sha256
-from ledger.light import LightClient, LightClientError, TrustOptions, Waypoint
+from ledger.light import HeaderUpdate, LightClient, LightClientError, TrustOptions, Waypoint
 from ledger.types import CommitCertificate, Header, Tx, ValidatorSet
 
 FORMAT = "careledger-audit/v1"
@@ -153,6 +158,18 @@ def export_package(client: Any, program_id: str, stage: str | None = None) -> di
     from node.config import genesis_from_json
 
     validators = genesis_from_json(genesis).validator_set()
+    from node.observer import fetched_history_proof
+
+    def fetch(path: str) -> Any:
+        answer = _get(client, path)
+        if answer is None:
+            raise AuditError("the node cannot serve %s" % path)
+        return answer
+
+    changes = fetch("/light/epoch-changes?from=0&to=%d" % tip)["changes"]
+    last_change = changes[-1]["height"] if changes else 0
+    anchor_history = (fetched_history_proof(fetch, last_change, tip).encode().hex()
+                      if tip > last_change else None)
     blocks = []
     for block_height, header_hex, cert_hex in ((height, proof["header"], proof["certificate"]),
                                                (height + 1, proof["receipt"]["header"], proof["receipt"]["certificate"])):
@@ -169,8 +186,9 @@ def export_package(client: Any, program_id: str, stage: str | None = None) -> di
     return {
         "format": FORMAT, "chain_id": genesis["chain_id"], "program_id": program_id,
         "settlement_id": settlement_id, "genesis": genesis, "validators": codec.encode(validators.to_wire()).hex(),
-        "epoch_changes": [],
-        "anchor": {"height": tip, "header": anchor["encoded_header"], "certificate": anchor["encoded_certificate"]},
+        "epoch_changes": [change["update"] for change in changes],
+        "anchor": {"height": tip, "header": anchor["encoded_header"], "certificate": anchor["encoded_certificate"],
+                   "history": anchor_history},
         "blocks": blocks,
         "tx": {"tx": proof["tx"], "index": proof["index"], "size": proof["size"], "proof": proof["proof"]},
         "receipt": {k: proof["receipt"][k] for k in ("receipt", "index", "size", "proof")},
@@ -274,8 +292,16 @@ def _verify(package: Any, genesis: Any, waypoint: str | None) -> AuditReport:
     offered = ValidatorSet.from_wire(codec.decode(_hex(package["validators"], "validators")))
     if offered.hash != validators.hash:
         raise AuditError("the package's validator set is not the genesis set")
-    if package.get("epoch_changes"):
-        raise AuditError("validator-set changes in a package are not supported yet; use a waypoint")
+    changes_part = package.get("epoch_changes") or []
+    if not isinstance(changes_part, list):
+        raise AuditError("epoch_changes must be a list of hex header updates")
+    changes = [HeaderUpdate.from_wire(codec.decode(_hex(item, "epoch change %d" % index)))
+               for index, item in enumerate(changes_part)]
+    # every set a header of this package may name: genesis's and each one handed over to
+    sets = {validators.hash: validators}
+    for change in changes:
+        if change.next_validators is not None:
+            sets[change.next_validators.hash] = change.next_validators
 
     anchor_part = package["anchor"]
     anchor = Header.decode(_hex(anchor_part["header"], "anchor header"))
@@ -284,13 +310,30 @@ def _verify(package: Any, genesis: Any, waypoint: str | None) -> AuditReport:
         raise AuditError("anchor height %r does not match its header (%d)" % (anchor_part.get("height"), anchor.height))
     options = TrustOptions(trusting_period_ms=AUDIT_TRUSTING_PERIOD_MS)
     if waypoint is not None:
-        client = LightClient.from_waypoint(chain_id, Waypoint.parse(waypoint), anchor, validators, options=options)
-        anchor_cert.verify(chain_id, validators, anchor.hash, anchor.height)
+        # the waypoint pins the anchor; its set is whichever offered set hashes to its validators_hash
+        anchor_set = sets.get(anchor.validators_hash)
+        if anchor_set is None:
+            raise AuditError("the package holds no validator set matching the anchor's validators_hash")
+        next_set = sets.get(anchor.next_validators_hash)
+        client = LightClient.from_waypoint(chain_id, Waypoint.parse(waypoint), anchor, anchor_set,
+                                           next_set, options=options)
+        anchor_cert.verify(chain_id, anchor_set, anchor.hash, anchor.height)
         trusted_from = "waypoint %s" % waypoint
     else:
         client = LightClient.from_genesis(chain_id, validators, genesis.genesis_time_ms, options)
-        # from genesis the history proofs are empty: nothing is trusted before the anchor
-        client.verify_header(anchor, anchor_cert, anchor.time)
+        if changes:
+            # each hand-over certified by the outgoing set, in order (all or nothing)
+            if changes[-1].header.height > anchor.height:
+                raise AuditError("epoch change %d is above the anchor %d" % (changes[-1].header.height, anchor.height))
+            client.verify_epoch_changes(changes, anchor.time)
+        if anchor.height > client.trusted.height:
+            history = anchor_part.get("history")
+            proof = None if history is None else _hex(history, "anchor history proof")
+            client.verify_header(anchor, anchor_cert, anchor.time, proof)
+        else:  # the anchor is the last epoch-change header: already verified, must be the same
+            client.verify_header(anchor, anchor_cert, anchor.time)
+        if client.trusted.validators.hash != anchor.next_validators_hash:
+            raise AuditError("the package's epoch changes do not lead to the anchor's validator set")
 
     headers: dict[int, Header] = {anchor.height: anchor}
     for index, part in enumerate(package["blocks"]):
@@ -302,8 +345,11 @@ def _verify(package: Any, genesis: Any, waypoint: str | None) -> AuditReport:
             client.verify_past_header(header, _hashes(part["history"], "history proof"), anchor)
         elif header.hash != anchor.hash:
             raise AuditError("block header %d is not the anchor header" % header.height)
+        signers = sets.get(header.validators_hash)
+        if signers is None:
+            raise AuditError("header %d names a validator set the package does not hold" % header.height)
         try:
-            cert.verify(chain_id, validators, header.hash, header.height)
+            cert.verify(chain_id, signers, header.hash, header.height)
         except LedgerError as exc:
             raise AuditError("certificate of header %d: %s" % (header.height, exc)) from exc
         headers[header.height] = header

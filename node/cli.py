@@ -557,30 +557,37 @@ def tx(node_url: str, key_file: str, tx_type: str, body: str, nonce: int | None,
             click.echo(json.dumps({"height": found.get("height"), "receipt": found.get("receipt")}))
 
 
-def verify_state_answer(answer: dict[str, Any], key: bytes, genesis: Genesis) -> int:
+def verify_state_answer(answer: dict[str, Any], key: bytes, genesis: Genesis, client: Any,
+                        now_ms: int | None = None) -> int:
     """Check a `/state/<key>?prove=true` answer and return the proven height.
 
-    The certificate must carry a quorum of the genesis validators' signatures
-    over the header, and the proof must lead from (key, value) to the
-    header's app_hash. Raises LedgerError (or ValueError/KeyError for a
-    malformed answer) saying what failed.
+    A `ledger.light.LightClient` trusted from `genesis` follows the
+    validator-set changes the node behind `client` lists up to the answer's
+    header (`/light/epoch-changes`, each hand-over certified by the outgoing
+    set), verifies the header with the set then in force (with the history
+    proofs from the node), and checks that the proof leads from (key, value)
+    to the header's app_hash. Raises LedgerError (a LightClientError says
+    which check failed) or ValueError/KeyError for a malformed answer, or
+    node.observer.QueryError when the node cannot serve what is needed.
     """
-    from ledger import state as ledger_state
-    from ledger.types import CommitCertificate, Header
+    from ledger.light import LightClient
+    from ledger.types import Header
+    from node.observer import _fetch, follow_to_header, wall_clock_ms
 
     height = int(answer["height"])
     if not answer.get("header") or not answer.get("certificate"):
         raise ValueError("the node has no certified header for the state after height %d yet" % height)
     value = None if answer.get("value") is None else bytes.fromhex(answer["value"])
     header = Header.decode(bytes.fromhex(answer["header"]))
-    certificate = CommitCertificate.decode(bytes.fromhex(answer["certificate"]))
-    proof = ledger_state.StateProof.from_bytes(bytes.fromhex(answer["proof"]))
     if header.chain_id != genesis.chain_id:
         raise ValueError("header is for chain %s, genesis says %s" % (header.chain_id, genesis.chain_id))
     if header.height != height + 1:
         raise ValueError("header %d does not commit the state after height %d" % (header.height, height))
-    certificate.verify(genesis.chain_id, genesis.validator_set(), header.hash, header.height)
-    ledger_state.verify(header.app_hash, key, value, proof)
+    light = LightClient.from_genesis(genesis.chain_id, genesis.validator_set(), genesis.genesis_time_ms)
+    now = wall_clock_ms() if now_ms is None else now_ms
+    verified = follow_to_header(light, lambda path: _fetch(client, path), header,
+                                bytes.fromhex(answer["certificate"]), now)
+    light.verify_state(verified, key, value, bytes.fromhex(answer["proof"]))
     return height
 
 
@@ -609,37 +616,27 @@ def query(node_url: str, key: str | None, key_is_hex: bool, tx_hash: str | None,
             raise click.BadParameter("KEY is not hex") from exc
     else:
         raw_key = key.encode()
+    from node.observer import QueryError
+
     with http_client(node_url) as client:
         answer = _get_json(client, "/state/%s%s" % (raw_key.hex(), "?prove=true" if prove else ""))
-        genesis = None
-        if prove:
-            local = genesis_file or os.path.join(_home(home), "config", "genesis.json")
-            if os.path.exists(local):
-                try:
-                    genesis = load_genesis(local)
-                except ConfigError as exc:
-                    _fail(str(exc), 2)
-            else:
-                from node.config import genesis_from_json
-
-                click.echo("warning: genesis fetched from the node; pass --genesis to pin it", err=True)
-                genesis = genesis_from_json(_get_json(client, "/genesis"))
-    value_hex = answer.get("value")
-    if value_hex is None:
-        click.echo("null")
-    else:
-        raw = bytes.fromhex(value_hex)
-        try:
-            click.echo(json.dumps(body_to_json(codec.decode(raw))))
-        except LedgerError:
-            click.echo(json.dumps(BYTES_PREFIX + raw.hex()))
-    if genesis is not None:
-        try:
-            height = verify_state_answer(answer, raw_key, genesis)
-        except (LedgerError, ValueError, KeyError, TypeError) as exc:
-            _fail("proof NOT verified: %s" % exc)
-            return
-        click.echo("verified at height %d" % height)
+        genesis = _trusted_genesis(client, genesis_file, home) if prove else None
+        value_hex = answer.get("value")
+        if value_hex is None:
+            click.echo("null")
+        else:
+            raw = bytes.fromhex(value_hex)
+            try:
+                click.echo(json.dumps(body_to_json(codec.decode(raw))))
+            except LedgerError:
+                click.echo(json.dumps(BYTES_PREFIX + raw.hex()))
+        if genesis is not None:
+            try:
+                height = verify_state_answer(answer, raw_key, genesis, client)
+            except (LedgerError, QueryError, ValueError, KeyError, TypeError, IndexError) as exc:
+                _fail("proof NOT verified: %s" % exc)
+                return
+            click.echo("verified at height %d" % height)
 
 
 # ------------------------------------------- [observer] query --tx, audit (glue only)

@@ -12,7 +12,12 @@ without trusting this node:
   height-1) in the history of `size` blocks;
 - `tx_proof(tx_hash)`: the tx's inclusion in its block's `tx_root`, the
   certified header, and the receipt's inclusion in `receipts_root` of the
-  next header when that block exists.
+  next header when that block exists;
+- `epoch_changes(from_height, to_height)`: every header in
+  (from_height, to_height] that hands over to a new validator set
+  (`next_validators_hash != validators_hash`), with its certificate, the new
+  set and the history proof chaining it to the previous one (the first to
+  `from_height`), ready for `LightClient.verify_epoch_changes`.
 
 History leaves are block hashes used directly as leaf hashes
 (`consensus/history.py`), hence the `*_from_hashes` proof builders.
@@ -23,8 +28,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger import merkle
-from ledger.light import HistoryProof
+from ledger import codec, merkle
+from ledger.light import HeaderUpdate, HistoryProof
+from ledger.types import ValidatorSet
 
 MAX_HISTORY_SIZE = 2**40
 
@@ -55,18 +61,70 @@ class HistoryService:
 
     store: Any
     _block_hash_cache: list[bytes]
+    _epoch_change_cache: list[int]
 
     def block_hashes(self, count: int) -> list[bytes]:
-        """Hashes of blocks 1..count. Raises HistoryError beyond the tip."""
+        """Hashes of blocks 1..count. Raises HistoryError beyond the tip.
+
+        Scanning a block also notes whether its header hands over to a new
+        validator set (`epoch_change_heights`)."""
         cache = self.__dict__.setdefault("_block_hash_cache", [])
+        changes = self.__dict__.setdefault("_epoch_change_cache", [])
         if count > self.store.height:
             raise HistoryError("only %d blocks are committed, %d asked" % (self.store.height, count))
         while len(cache) < count:
             block = self.store.block(len(cache) + 1)
             if block is None:
                 raise HistoryError("block %d missing from the store" % (len(cache) + 1))
+            if block.header.next_validators_hash != block.header.validators_hash:
+                changes.append(block.height)
             cache.append(block.hash)
         return cache[:count]
+
+    def epoch_change_heights(self, to_height: int) -> list[int]:
+        """Heights <= `to_height` whose header hands over to a new validator set."""
+        self.block_hashes(to_height)
+        return [h for h in self.__dict__["_epoch_change_cache"] if h <= to_height]
+
+    def _validator_set_by_hash(self, digest: bytes) -> ValidatorSet:
+        genesis = getattr(self, "genesis_doc", None)
+        candidates = [] if genesis is None else [genesis.validator_set()]
+        candidates += [update.validators for update in reversed(self.store.validator_updates())]
+        for vset in candidates:
+            if vset.hash == digest:
+                return vset
+        raise HistoryError("no stored validator set hashes to %s" % digest.hex())
+
+    def epoch_changes(self, from_height: int, to_height: int) -> dict[str, Any]:
+        """The epoch-change proof a light client trusting header `from_height`
+        (0: genesis) needs to hold the validator set in force after `to_height`.
+
+        {"from", "to", "changes": [{"height", "header", "certificate",
+        "validators" (the set it hands over to), "history" (HistoryProof from
+        the previous entry, the first from `from_height`), "update" (the
+        encoded `ledger.light.HeaderUpdate`)}]} — hex encodings; headers in
+        (from, to] only. Raises HistoryError.
+        """
+        if not 0 <= from_height <= to_height <= MAX_HISTORY_SIZE:
+            raise HistoryError("need 0 <= from <= to")
+        heights = [h for h in self.epoch_change_heights(to_height) if h > from_height]
+        hashes = self.block_hashes(heights[-1] - 1) if heights else []
+        changes: list[dict[str, Any]] = []
+        trusted = from_height
+        for height in heights:
+            block, cert = self.store.block(height), self.store.certificate(height)
+            if block is None or cert is None:
+                raise HistoryError("block or certificate %d missing from the store" % height)
+            vset = self._validator_set_by_hash(block.header.next_validators_hash)
+            proof = history_proof(hashes, trusted, height)
+            update = HeaderUpdate(block.header, cert, proof, vset)
+            changes.append({
+                "height": height, "header": block.header.encode().hex(), "certificate": cert.encode().hex(),
+                "validators": codec.encode(vset.to_wire()).hex(), "history": proof.encode().hex(),
+                "update": update.encode().hex(),
+            })
+            trusted = height
+        return {"from": from_height, "to": to_height, "changes": changes}
 
     def history_consistency(self, old: int, new: int) -> dict[str, Any]:
         """{"old", "new", "old_root", "new_root", "proof": [hex]}. Raises HistoryError."""

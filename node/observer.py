@@ -336,17 +336,71 @@ class QueryError(Exception):
     """A served answer does not verify; the message says which check failed."""
 
 
+def fetched_history_proof(fetch: Callable[[str], Any], trusted_height: int, new_height: int) -> Any:
+    """The `HistoryProof` taking a light client from trusted header `trusted_height`
+    (0: genesis) to header `new_height`, from a node's /history routes.
+
+    `fetch(path)` returns the decoded JSON of a GET (and raises on errors).
+    Nothing fetched is believed: the light client checks both proofs.
+    """
+    from ledger.light import HistoryProof
+
+    if trusted_height == 0:
+        return HistoryProof()
+    old_size, new_size = trusted_height - 1, new_height - 1
+    consistency: list[bytes] = []
+    if old_size > 0:
+        consistency = [bytes.fromhex(p) for p in
+                       fetch("/history/consistency?old=%d&new=%d" % (old_size, new_size))["proof"]]
+    inclusion = [bytes.fromhex(p) for p in
+                 fetch("/history/inclusion?height=%d&size=%d" % (trusted_height, new_size))["proof"]]
+    return HistoryProof(tuple(consistency), tuple(inclusion))
+
+
+def fetched_epoch_changes(fetch: Callable[[str], Any], from_height: int, to_height: int) -> list[Any]:
+    """The encoded `HeaderUpdate`s a node lists for (from_height, to_height]
+    (`/light/epoch-changes`), as wire lists for `LightClient.verify_epoch_changes`."""
+    answer = fetch("/light/epoch-changes?from=%d&to=%d" % (from_height, to_height))
+    return [codec.decode(bytes.fromhex(change["update"])) for change in answer["changes"]]
+
+
+def follow_to_header(light: LightClient, fetch: Callable[[str], Any], header: Any, certificate: Any,
+                     now_ms: int) -> Any:
+    """Verify `header` (a Header or its bytes) with `light`, first following
+    every validator-set change the node lists between the trusted head and it.
+
+    A node that leaves out a hand-over only makes the header fail to verify
+    (it names a set the client does not hold). Returns the verified Header;
+    raises what the light client raises (and what `fetch` raises).
+    """
+    from ledger.types import Header
+
+    head = header if isinstance(header, Header) else Header.decode(header)
+    trusted = light.trusted.height
+    if head.height > trusted:
+        updates = fetched_epoch_changes(fetch, trusted, head.height)
+        if updates:
+            light.verify_epoch_changes(updates, now_ms)
+            trusted = light.trusted.height
+    if head.height <= trusted:  # already verified (it is an epoch-change header), or a recheck
+        return light.verify_header(head, certificate, now_ms)
+    proof = fetched_history_proof(fetch, trusted, head.height)
+    return light.verify_header(head, certificate, now_ms, proof)
+
+
 def verify_tx_answer(client: Any, answer: dict[str, Any], genesis: Any, now_ms: int | None = None) -> dict[str, Any]:
     """Check a `/tx/<hash>?prove=true` answer with a light client trusted from `genesis`.
 
-    Verifies header h (from genesis: no history needed), the tx's inclusion in
-    its `tx_root`, then — when the answer has it — header h+1 through the
-    history proofs fetched from `client` and the receipt in its `receipts_root`
+    Follows the validator-set changes the node lists up to header h
+    (`/light/epoch-changes`), verifies header h, the tx's inclusion in its
+    `tx_root`, then — when the answer has it — header h+1 through the history
+    proofs fetched from `client` and the receipt in its `receipts_root`
     pinned to the tx hash. Returns {"height", "tx": Tx, "receipt": wire or None}.
     Raises QueryError.
     """
-    from ledger.light import HistoryProof
-    from ledger.types import Tx
+
+    def fetch(path: str) -> Any:
+        return _fetch(client, path)
 
     try:
         tx_hash = bytes.fromhex(answer["hash"])
@@ -355,7 +409,8 @@ def verify_tx_answer(client: Any, answer: dict[str, Any], genesis: Any, now_ms: 
             raise QueryError("the node sent no proof (status %s)" % answer.get("status"))
         now = wall_clock_ms() if now_ms is None else now_ms
         light = LightClient.from_genesis(genesis.chain_id, genesis.validator_set(), genesis.genesis_time_ms)
-        header = light.verify_header(bytes.fromhex(proof["header"]), bytes.fromhex(proof["certificate"]), now)
+        header = follow_to_header(light, fetch, bytes.fromhex(proof["header"]), bytes.fromhex(proof["certificate"]),
+                                  now)
         tx = light.verify_tx_inclusion(header, bytes.fromhex(proof["tx"]), proof["index"], proof["size"],
                                        [bytes.fromhex(p) for p in proof["proof"]])
         if tx.hash != tx_hash:
@@ -363,15 +418,10 @@ def verify_tx_answer(client: Any, answer: dict[str, Any], genesis: Any, now_ms: 
         receipt_wire = None
         part = proof.get("receipt")
         if part:
-            height = header.height
-            consistency: list[bytes] = []
-            if height > 1:
-                consistency = [bytes.fromhex(p) for p in _fetch(client, "/history/consistency?old=%d&new=%d"
-                                                                % (height - 1, height))["proof"]]
-            inclusion = [bytes.fromhex(p) for p in _fetch(client, "/history/inclusion?height=%d&size=%d"
-                                                          % (height, height))["proof"]]
-            following = light.verify_header(bytes.fromhex(part["header"]), bytes.fromhex(part["certificate"]), now,
-                                            HistoryProof(tuple(consistency), tuple(inclusion)))
+            following = follow_to_header(light, fetch, bytes.fromhex(part["header"]),
+                                         bytes.fromhex(part["certificate"]), now)
+            if following.height != header.height + 1:
+                raise QueryError("the receipt's header is %d, not %d" % (following.height, header.height + 1))
             receipt_bytes = bytes.fromhex(part["receipt"])
             light.verify_receipt(following, receipt_bytes, part["index"], part["size"],
                                  [bytes.fromhex(p) for p in part["proof"]], tx_hash)

@@ -4,6 +4,7 @@
 |-----------------------------------------|----------------------------------------------------------------|
 | GET /history/consistency?old=A&new=B    | RFC 6962 consistency proof between history sizes A <= B        |
 | GET /history/inclusion?height=H&size=S  | block H's hash (leaf H-1) in the history of S blocks           |
+| GET /light/epoch-changes?to=T[&from=F]  | headers in (F, T] that hand over to a new validator set: height, header, certificate, validators (the new set), history proof chained from F (default 0 = genesis), encoded HeaderUpdate — for `LightClient.verify_epoch_changes` |
 | GET /tx/{hash}[?prove=true]             | as node.rpc's /tx/{hash}; with prove: "proof": {height, index, size, tx, proof, header, certificate, receipt} |
 | GET /proof/state/{key hex}?version=V    | value + JMT proof in state version V (committed by header V+1) |
 | GET /verified                           | the light observer's status (verified_height, failure, …); {"enabled": false} on validators |
@@ -81,6 +82,19 @@ def observer_routes(service: Any) -> list[Route]:
         except HistoryError as exc:
             return _error(404, "not_found", str(exc))
 
+    async def epoch_changes(request: Request) -> Response:
+        to = _int_param(request, "to")
+        start = 0 if "from" not in request.query_params else _int_param(request, "from")
+        if to is None or start is None or not 0 <= start <= to:
+            return _error(400, "bad_query", "need integers 0 <= from <= to (heights; from defaults to 0)")
+        method = _method("epoch_changes")
+        if method is None:
+            return _error(501, "not_implemented", "this node serves no epoch-change proofs")
+        try:
+            return JSONResponse(method(start, to))
+        except HistoryError as exc:
+            return _error(404, "not_found", str(exc))
+
     async def tx(request: Request) -> Response:
         tx_hash = _hex(request.path_params["hash"].lower(), HASH_HEX_CHARS)
         if tx_hash is None or len(tx_hash) != 32:
@@ -152,6 +166,7 @@ def observer_routes(service: Any) -> list[Route]:
         Route("/", root),
         Route("/history/consistency", consistency),
         Route("/history/inclusion", inclusion),
+        Route("/light/epoch-changes", epoch_changes),
         Route("/tx/{hash}", tx),
         Route("/proof/state/{key}", state_proof),
         Route("/verified", verified),

@@ -87,7 +87,7 @@ BENCHMARK_UPDATE_FACTOR = [10_230, 10_000]
 KNEE_BENCHMARK_CENTS = 2_850_000  # BPCI-A benchmark price per episode ($28,500); target = 97 %
 TCOC_PAGE = 500  # members per tcoc_accumulate (contracts.tcoc.MAX_PAGE is 1,000)
 TCOC_TRUNCATION_CENTS = 25_000_000
-ATTRIBUTION_BATCH = 2_000  # contracts.attribution.MAX_PATIENTS_PER_RUN
+ATTRIBUTION_BATCH = 1_500  # under MAX_PATIENTS_PER_RUN (2,000) and the 64 KiB tx limit
 DEFAULT_MEMBERS = 5_000
 NONCE_WINDOW = 60  # < the mempool's default nonce_window (64)
 BATCH_CHUNK = 1_000  # txs per POST /txs

@@ -232,6 +232,35 @@ def test_a_validator_set_change_is_recorded_as_pending_for_the_node():
     assert [e["seq"] for e in chain.entries(governance.VALIDATORS_HISTORY_KEY)] == [1, 2]
 
 
+def test_an_executed_change_becomes_the_current_set_with_its_executed_height():
+    chain = Chain()
+    genesis_current = chain.get(governance.VALIDATORS_CURRENT_KEY)
+    validators = [["val-%d" % i, point("new-validator-%d" % i)] for i in range(5)]
+    propose(chain, "cms", "v1", "set_validator_set", {"validators": validators}, approvers=("acme", "river"))
+    assert chain.get(governance.VALIDATORS_CURRENT_KEY) == genesis_current  # not before it executes
+    chain.ok(admin("audit"), "gov_approve", {"proposal_id": "v1"})
+    chain.ok(admin("hill"), "gov_execute", {"proposal_id": "v1"})
+    executed_at = chain.height
+    assert chain.get(governance.VALIDATORS_CURRENT_KEY) == {
+        "validators": validators, "seq": 1, "height": executed_at, "proposal": "v1"}
+    assert chain.get(governance.VALIDATORS_PENDING_KEY)["height"] == executed_at
+    # a later change (possibly before the first is active: it then replaces it) advances both records
+    pass_proposal(chain, "v2", "set_validator_set", {"validators": validators[:4]})
+    current = chain.get(governance.VALIDATORS_CURRENT_KEY)
+    assert (current["validators"], current["seq"], current["height"]) == (validators[:4], 2, chain.height)
+    assert current["seq"] == chain.get(governance.VALIDATORS_PENDING_KEY)["seq"]
+
+
+def test_replaying_the_same_changes_writes_the_same_current_record():
+    records = []
+    for _ in range(2):
+        chain = Chain()
+        pass_proposal(chain, "v1", "set_validator_set",
+                      {"validators": [["val-%d" % i, point("x%d" % i)] for i in range(4)]})
+        records.append(chain.get(governance.VALIDATORS_CURRENT_KEY))
+    assert records[0] == records[1]
+
+
 def test_a_validator_set_change_carries_each_members_node_key():
     chain = Chain()
     validators = [["val-%d" % i, point("v%d" % i), point("node-%d" % i)] for i in range(4)]

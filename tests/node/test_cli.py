@@ -189,7 +189,11 @@ def _proven_answer(tmp_path: Any) -> tuple[dict[str, Any], str, bytes]:
     value = codec.encode(1234)
     tree = StateTree(MemoryStore())
     root = tree.apply(4, {key: value, b"other": b"\x01"})
-    header = Header(CHAIN, 5, 0, 1, ZERO_HASH, ZERO_HASH, ZERO_HASH, root, ZERO_HASH, ZERO_HASH,
+    genesis = load_genesis(genesis_path)
+    vhash = genesis.validator_set().hash
+    # a header a light client trusted from genesis accepts: the genesis set in force, no hand-over,
+    # time after genesis; from genesis it needs no history proof
+    header = Header(CHAIN, 5, 0, genesis.genesis_time_ms + 1, ZERO_HASH, ZERO_HASH, ZERO_HASH, root, vhash, vhash,
                     ZERO_HASH, 4, validator_keys[0].public_key)
     payload = commit_vote_payload(5, 0, header.hash)
     votes = {k.public_key: k.sign("commit", CHAIN, payload) for k in validator_keys[:3]}
@@ -200,8 +204,14 @@ def _proven_answer(tmp_path: Any) -> tuple[dict[str, Any], str, bytes]:
     return answer, genesis_path, key
 
 
-def _serve(monkeypatch: Any, answer: dict[str, Any]) -> None:
-    use_node(monkeypatch, lambda request: httpx.Response(200, json=answer))
+def _serve(monkeypatch: Any, answer: dict[str, Any], epoch_changes: list[dict[str, Any]] | None = None) -> None:
+    """Serve `answer` for every path but /light/epoch-changes (no validator-set change by default)."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/light/epoch-changes":
+            return httpx.Response(200, json={"changes": epoch_changes or []})
+        return httpx.Response(200, json=answer)
+
+    use_node(monkeypatch, handler)
 
 
 def test_query_prove_verifies_against_the_genesis_validators(tmp_path: Any, monkeypatch: Any) -> None:
@@ -241,6 +251,86 @@ def test_query_prove_fails_against_another_chains_genesis(tmp_path: Any, monkeyp
     _serve(monkeypatch, answer)
     result = run("query", "--node", "http://n", key.decode(), "--prove", "--genesis", genesis_path, ok=False)
     assert result.exit_code == 1
+
+
+def _handed_over_answer(tmp_path: Any) -> tuple[dict[str, Any], str, bytes, list[dict[str, Any]], Any]:
+    """Header 3 (certified by the genesis set) hands over to a new set, which certifies
+    header 5 of the answer; returns the answer, genesis, key, the epoch change the node
+    lists for it, and a handler serving the history proofs from header 3 to header 5."""
+    from ledger import merkle
+    from ledger.light import HeaderUpdate, HistoryProof
+    from ledger.types import Validator, ValidatorSet
+
+    answer, genesis_path, key = _proven_answer(tmp_path)
+    genesis = load_genesis(genesis_path)
+    out = str(tmp_path / "net")
+    old_keys = [load_key_file(os.path.join(out, "node%d" % i, "config", "priv_validator_key.json")) for i in range(4)]
+    new_keys = old_keys[1:] + [PrivateKey(b"\x42" * 32)]
+    new_set = ValidatorSet(tuple(Validator("n%d" % i, k.public_key) for i, k in enumerate(new_keys)))
+    old_hash = genesis.validator_set().hash
+    h1, h2, h4 = (bytes([i]) * 32 for i in (1, 2, 4))
+    handover = Header(CHAIN, 3, 0, genesis.genesis_time_ms + 1, ZERO_HASH, ZERO_HASH, ZERO_HASH, ZERO_HASH,
+                      old_hash, new_set.hash, merkle.root_from_hashes([h1, h2]), 2, old_keys[0].public_key)
+
+    def certify(header: Header, signers: list[Any]) -> Any:
+        payload = commit_vote_payload(header.height, 0, header.hash)
+        return make_certificate(header.height, 0, header.hash,
+                                {k.public_key: k.sign("commit", CHAIN, payload) for k in signers})
+
+    history = [h1, h2, handover.hash, h4]
+    old = Header.decode(bytes.fromhex(answer["header"]))
+    header = Header(CHAIN, 5, 0, genesis.genesis_time_ms + 2, ZERO_HASH, ZERO_HASH, ZERO_HASH, old.app_hash,
+                    new_set.hash, new_set.hash, merkle.root_from_hashes(history), 4, new_keys[0].public_key)
+    answer.update(header=header.encode().hex(), certificate=certify(header, new_keys[:3]).encode().hex())
+    update = HeaderUpdate(handover, certify(handover, old_keys[:3]), HistoryProof(), new_set)
+    change = {"height": 3, "update": update.encode().hex()}
+    proofs = {
+        "/history/consistency": {"proof": [p.hex() for p in merkle.consistency_proof_from_hashes(history, 2)]},
+        "/history/inclusion": {"proof": [p.hex() for p in merkle.inclusion_proof_from_hashes(history, 2)]},
+    }
+    return answer, genesis_path, key, [change], proofs
+
+
+def _serve_chain(monkeypatch: Any, answer: dict[str, Any], changes: list[dict[str, Any]],
+                 proofs: dict[str, Any]) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/light/epoch-changes":
+            return httpx.Response(200, json={"changes": changes})
+        if request.url.path in proofs:
+            return httpx.Response(200, json=proofs[request.url.path])
+        return httpx.Response(200, json=answer)
+
+    use_node(monkeypatch, handler)
+
+
+def test_query_prove_follows_a_validator_set_change(tmp_path: Any, monkeypatch: Any) -> None:
+    answer, genesis_path, key, changes, proofs = _handed_over_answer(tmp_path)
+    _serve_chain(monkeypatch, answer, changes, proofs)
+    out = run("query", "--node", "http://n", key.decode(), "--prove", "--genesis", genesis_path).output
+    assert out.splitlines() == ["1234", "verified at height 4"]
+
+
+def test_query_prove_fails_when_the_node_leaves_out_the_hand_over(tmp_path: Any, monkeypatch: Any) -> None:
+    answer, genesis_path, key, _, proofs = _handed_over_answer(tmp_path)
+    _serve_chain(monkeypatch, answer, [], proofs)
+    result = run("query", "--node", "http://n", key.decode(), "--prove", "--genesis", genesis_path, ok=False)
+    assert result.exit_code == 1
+    assert "proof NOT verified" in result.output and "another validator set" in result.output
+
+
+def test_query_prove_fails_when_the_hand_over_is_not_certified_by_the_outgoing_set(
+        tmp_path: Any, monkeypatch: Any) -> None:
+    from ledger.light import HeaderUpdate
+    from ledger.types import CommitCertificate
+
+    answer, genesis_path, key, changes, proofs = _handed_over_answer(tmp_path)
+    update = HeaderUpdate.from_wire(codec.decode(bytes.fromhex(changes[0]["update"])))
+    cert = update.certificate
+    short = CommitCertificate(cert.height, cert.view, cert.block_hash, cert.signatures[:2])
+    changes[0]["update"] = HeaderUpdate(update.header, short, update.history, update.next_validators).encode().hex()
+    _serve_chain(monkeypatch, answer, changes, proofs)
+    result = run("query", "--node", "http://n", key.decode(), "--prove", "--genesis", genesis_path, ok=False)
+    assert "proof NOT verified" in result.output and "quorum" in result.output
 
 
 def test_query_without_prove_prints_the_decoded_value(monkeypatch: Any) -> None:

@@ -7,6 +7,12 @@ The scenario registers an MSSP program (payer "cms", participants "clinic"
 ENHANCED case of tests/contracts/test_programs.py: $3,675,000 earned) and
 adds a few transfers so the settlement's receipt is certified. The observer
 re-verifies every header with its light client.
+
+Before the program, governance (cms and clinic of the three voting
+organisations) replaces the validator set by the same four keys under new
+names, so the chain has one hand-over (header `handover_height` names the new
+set in `next_validators_hash`; K = `CHECKPOINT_INTERVAL`) and everything the
+tests prove about the settlement was certified by the new set.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from ledger.crypto import PrivateKey
 from ledger.hashing import sha256
 from ledger.types import Tx
 from node.config import (
-    AppState, ConsensusSection, Genesis, GenesisAccount, GenesisObserver, GenesisValidator,
+    AppState, ConsensusParams, ConsensusSection, Genesis, GenesisAccount, GenesisObserver, GenesisValidator,
     InstrumentationSection, NodeConfig, Organisation, P2PSection, RPCSection, save_genesis,
 )
 from node.node import NodeKeys, NodeRuntime, run_node
@@ -36,6 +42,7 @@ PROGRAM_ID = "aco1"
 YEAR = 2022
 START_TIMEOUT_S = 30
 COMMIT_TIMEOUT_S = 30
+CHECKPOINT_INTERVAL = 4
 
 
 def _key(label: str) -> PrivateKey:
@@ -52,11 +59,12 @@ def make_genesis(genesis_time_ms: int) -> tuple[Genesis, list[NodeKeys]]:
         validators=tuple(GenesisValidator("v%d" % i, k.validator_key.public_key, k.node_key.public_key,
                                           "127.0.0.1:1") for i, k in enumerate(keys[:4])),
         observers=(GenesisObserver("o0", keys[4].node_key.public_key),),
+        consensus_params=ConsensusParams(checkpoint_interval=CHECKPOINT_INTERVAL),
         app_state=AppState(
             organisations=(Organisation("cms", "CMS"), Organisation("clinic", "Clinic", "provider"),
                            Organisation("hospital", "Hospital", "provider")),
-            accounts=(GenesisAccount(PAYER.public_key, "cms", "payer"),
-                      GenesisAccount(CLINIC.public_key, "clinic", "provider"),
+            accounts=(GenesisAccount(PAYER.public_key, "cms", "payer", admin=True),
+                      GenesisAccount(CLINIC.public_key, "clinic", "provider", admin=True),
                       GenesisAccount(HOSPITAL.public_key, "hospital", "provider")),
             balances=tuple(sorted((k.public_key, 1_000_000) for k in (PAYER, CLINIC, HOSPITAL))),
         ),
@@ -71,6 +79,7 @@ class LiveChain:
     validator_urls: list[str] = field(default_factory=list)
     observer_url: str = ""
     settlement_tx: str = ""
+    handover_height: int = 0  # the header that hands over to `renamed_validators`
     transfer_tx: str = ""
     ready: threading.Event = field(default_factory=threading.Event)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -133,6 +142,19 @@ async def _scenario(chain: LiveChain, runtimes: list[NodeRuntime]) -> None:
     def tx(signer: PrivateKey, tx_type: str, body: dict[str, Any]) -> Tx:
         nonces[signer.public_key] = nonces.get(signer.public_key, 0) + 1
         return Tx(CHAIN_ID, signer.public_key, nonces[signer.public_key], tx_type, body).signed(signer)
+
+    # a validator-set change: the same keys (and node keys) under new names
+    genesis = chain.genesis
+    members = [["w%d" % i, v.public_key, v.node_key] for i, v in enumerate(genesis.validators)]
+    await _submit_and_wait(runtimes, [tx(PAYER, "gov_propose", {
+        "proposal_id": "rename-validators", "action": "set_validator_set", "params": {"validators": members}})])
+    await _submit_and_wait(runtimes, [tx(CLINIC, "gov_approve", {"proposal_id": "rename-validators"})])
+    execute = tx(PAYER, "gov_execute", {"proposal_id": "rename-validators"})
+    await _submit_and_wait(runtimes, [execute])
+    executed_at = runtimes[0].store.tx_location(execute.hash)[0]
+    chain.handover_height = -(-(executed_at + 1) // CHECKPOINT_INTERVAL) * CHECKPOINT_INTERVAL
+    while runtimes[0].store.height <= chain.handover_height + 1:
+        await _submit_and_wait(runtimes, [tx(HOSPITAL, "transfer", {"to": CLINIC.public_key, "amount": 1})])
 
     await _submit_and_wait(runtimes, [tx(PAYER, "program_register", {
         "program_id": PROGRAM_ID, "type": "mssp", "performance_year": YEAR, "params": {"track": "EN"},

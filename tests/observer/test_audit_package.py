@@ -130,3 +130,64 @@ def test_export_names_a_missing_program(live_chain: LiveChain) -> None:
 def test_the_package_file_is_plain_json(package: dict[str, Any], tmp_path: Any) -> None:
     path = _write(tmp_path, package)
     assert os.path.getsize(path) > 0 and json.load(open(path))["format"] == "careledger-audit/v1"
+
+
+# ------------------------------------------------ across a validator-set change
+
+
+def test_the_package_carries_the_hand_over_and_verifies_across_it(live_chain: LiveChain,
+                                                                   package: dict[str, Any]) -> None:
+    from ledger import codec
+    from ledger.light import HeaderUpdate
+    from ledger.types import Header
+
+    assert live_chain.handover_height > 0
+    updates = [HeaderUpdate.from_wire(codec.decode(bytes.fromhex(u))) for u in package["epoch_changes"]]
+    assert [u.header.height for u in updates] == [live_chain.handover_height]
+    renamed = updates[0].next_validators
+    assert [v.name for v in renamed.validators] == ["w0", "w1", "w2", "w3"]
+    assert renamed.hash != live_chain.genesis.validator_set().hash
+    settled = Header.decode(bytes.fromhex(package["blocks"][0]["header"]))
+    assert settled.height > live_chain.handover_height and settled.validators_hash == renamed.hash
+    report = verify_package(package, live_chain.genesis)
+    assert report.matches
+
+
+def test_a_package_without_its_hand_over_fails_with_a_reason(live_chain: LiveChain, package: dict[str, Any]) -> None:
+    with pytest.raises(AuditError, match="validator set"):
+        verify_package(dict(package, epoch_changes=[]), live_chain.genesis)
+
+
+def test_a_hand_over_to_another_set_fails(live_chain: LiveChain, package: dict[str, Any]) -> None:
+    from ledger import codec
+    from ledger.light import HeaderUpdate
+    from ledger.types import Validator, ValidatorSet
+
+    update = HeaderUpdate.from_wire(codec.decode(bytes.fromhex(package["epoch_changes"][0])))
+    other = ValidatorSet(tuple(Validator("x%d" % i, v.public_key)
+                               for i, v in enumerate(update.next_validators.validators)))
+    forged = HeaderUpdate(update.header, update.certificate, update.history, other).encode().hex()
+    with pytest.raises(AuditError, match="next_validators_hash"):
+        verify_package(dict(package, epoch_changes=[forged]), live_chain.genesis)
+
+
+def test_the_epoch_change_route_lists_the_hand_over_for_a_light_client(live_chain: LiveChain) -> None:
+    from ledger.light import LightClient
+
+    genesis = live_chain.genesis
+    with httpx.Client(base_url=live_chain.validator_urls[0], timeout=10) as client:
+        tip = client.get("/status").json()["height"]
+        answer = client.get("/light/epoch-changes", params={"to": tip}).json()
+        assert [c["height"] for c in answer["changes"]] == [live_chain.handover_height]
+        assert client.get("/light/epoch-changes",
+                          params={"from": live_chain.handover_height, "to": tip}).json()["changes"] == []
+        assert client.get("/light/epoch-changes", params={"to": live_chain.handover_height - 1}).json()["changes"] == []
+        assert client.get("/light/epoch-changes", params={"from": 5, "to": 4}).status_code == 400
+        assert client.get("/light/epoch-changes", params={"to": tip + 100}).status_code == 404
+    light = LightClient.from_genesis(genesis.chain_id, genesis.validator_set(), genesis.genesis_time_ms)
+    from ledger import codec
+
+    head = light.verify_epoch_changes([codec.decode(bytes.fromhex(c["update"])) for c in answer["changes"]],
+                                      genesis.genesis_time_ms + 10**9)
+    assert head.height == live_chain.handover_height
+    assert light.trusted.validators.hash == head.next_validators_hash != genesis.validator_set().hash
