@@ -89,6 +89,21 @@ TCOC_PAGE = 500  # members per tcoc_accumulate (contracts.tcoc.MAX_PAGE is 1,000
 TCOC_TRUNCATION_CENTS = 25_000_000
 ATTRIBUTION_BATCH = 1_500  # under MAX_PATIENTS_PER_RUN (2,000) and the 64 KiB tx limit
 DEFAULT_MEMBERS = 5_000
+
+HTTP_ATTEMPTS = 4
+
+
+def _with_retries(request: Callable[[], httpx.Response]) -> httpx.Response:
+    """Retry a request whose connection dropped (a busy node on a 2-core machine
+    can reset one); reads are idempotent and a resent batch is deduplicated."""
+    for attempt in range(HTTP_ATTEMPTS):
+        try:
+            return request()
+        except httpx.TransportError:
+            if attempt == HTTP_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 NONCE_WINDOW = 60  # < the mempool's default nonce_window (64)
 BATCH_CHUNK = 1_000  # txs per POST /txs
 COMMIT_TIMEOUT_S = 120.0
@@ -209,7 +224,7 @@ class Ledger:
 
     # -- reads
     def state(self, k: bytes, url: str | None = None) -> bytes | None:
-        response = self.client.get((url or self.validators[0]) + "/state/" + k.hex())
+        response = _with_retries(lambda: self.client.get((url or self.validators[0]) + "/state/" + k.hex()))
         response.raise_for_status()
         value = response.json().get("value")
         return None if value is None else bytes.fromhex(value)
@@ -275,12 +290,14 @@ class Ledger:
             for i in range(0, len(wave), BATCH_CHUNK):
                 chunk = wave[i:i + BATCH_CHUNK]
                 url = self._next_validator()
-                response = self.client.post(url + "/txs", content=codec.encode([raw for _, raw, _ in chunk]),
-                                            headers={"content-type": "application/msgpack"})
+                body = codec.encode([raw for _, raw, _ in chunk])
+                response = _with_retries(lambda: self.client.post(
+                    url + "/txs", content=body, headers={"content-type": "application/msgpack"}))
                 if response.status_code != 200:
                     raise DemoError("POST /txs: %d %s" % (response.status_code, response.text[:300]))
                 for (step, _, _), result in zip(chunk, response.json()["results"]):
-                    if "error" in result:
+                    # a resent batch after a dropped connection finds its txs already admitted
+                    if "error" in result and result["error"] != "duplicate":
                         raise DemoError("%s refused at admission: %s %s" % (step.type, result["error"],
                                                                               result.get("detail")))
             return
@@ -310,7 +327,7 @@ class Ledger:
         pending = [h for _, _, h in wave]
 
         def probe(tx_hash: str) -> tuple[str, dict[str, Any] | None]:
-            response = self.client.get(self.validators[0] + "/tx/" + tx_hash)
+            response = _with_retries(lambda: self.client.get(self.validators[0] + "/tx/" + tx_hash))
             if response.status_code == 200 and response.json().get("status") == "committed":
                 return tx_hash, response.json()
             return tx_hash, None
