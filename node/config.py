@@ -7,7 +7,9 @@ Home layout (CometBFT's, so operators find things where they expect them)::
     <home>/config/node_key.json             p2p identity key (node.keys format, mode 0600)
     <home>/config/priv_validator_key.json   consensus signing key (validators only, 0600)
     <home>/data/careledger.db/              LevelDB: blocks, state tree, indexes
-    <home>/data/priv_validator_state.json   double-sign guard (written by the runtime)
+    <home>/data/priv_validator_state.slot0  double-sign guard (written by the runtime:
+    <home>/data/priv_validator_state.slot1  two checksummed slots, newest valid wins; a v1
+                                            priv_validator_state.json is migrated once)
 
 `config.toml` (every key optional; defaults below; an unknown key or a value
 of the wrong type is a `ConfigError` naming the key)::

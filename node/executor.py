@@ -23,7 +23,7 @@ from typing import Callable, Mapping
 
 from contracts.engine import BlockContext, Receipt, apply_block
 from contracts.governance import VALIDATORS_PENDING_KEY
-from ledger import codec
+from ledger import codec, merkle
 from ledger.errors import LedgerError, StorageError
 from ledger.kv import KeyValueStore, WriteBatch
 from ledger.state import StateTree
@@ -114,9 +114,11 @@ class Executor:
         try:
             app_hash, tree_batch = self.tree.prepare(block.height, result.writes)
             batch.merge(tree_batch)
-            receipts_root = result.receipts_root
+            # = result.receipts_root, with each receipt encoded once for the root and the store
+            encoded_receipts = [receipt.encode() for receipt in result.receipts]
+            receipts_root = merkle.root(encoded_receipts)
             self.store.add_block(batch, block, certificate, result.receipts, app_hash, receipts_root,
-                                 tip.history.append(block.hash))
+                                 tip.history.append(block.hash), encoded_receipts)
             update = self._validator_update(block.height, result.writes.get(VALIDATORS_PENDING_KEY))
             if update is not None:
                 self.store.add_validator_update(batch, update)

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
+
+import msgpack
 
 from consensus.history import History
 from consensus.persist import ChainTip
@@ -49,6 +51,21 @@ RECENT_TX_BLOCKS = 16
 
 def _h(height: int) -> bytes:
     return _U64.pack(height)
+
+
+def encode_block(block: Block) -> bytes:
+    """`block.encode()`, from each tx's cached canonical bytes.
+
+    Canonical msgpack composes: an array's encoding is its header followed by
+    its elements' encodings, so `[header, [tx, …]]` is the 2-array header, the
+    encoded header, the n-array header and the txs' (already cached) bytes —
+    byte for byte what `codec.encode(block.to_wire())` gives, without
+    re-canonicalising every transaction body once more per block.
+    """
+    packer = msgpack.Packer(use_bin_type=True)
+    parts = [packer.pack_array_header(2), block.header.encode(), packer.pack_array_header(len(block.txs))]
+    parts.extend(tx.encode() for tx in block.txs)
+    return b"".join(parts)
 
 
 def schedule_start(executed_height: int, checkpoint_interval: int) -> int:
@@ -104,13 +121,19 @@ class BlockStore:
     def add_block(
         self, batch: WriteBatch, block: Block, certificate: CommitCertificate,
         receipts: tuple[Receipt, ...], app_hash: bytes, receipts_root: bytes, history: History,
+        encoded_receipts: Sequence[bytes] | None = None,
     ) -> None:
-        """Add everything block `h` produces to `batch` (the caller writes it)."""
+        """Add everything block `h` produces to `batch` (the caller writes it).
+
+        `encoded_receipts`: the receipts' bytes if the caller already has them
+        (it hashed them for `receipts_root`), so each is encoded once."""
         h = _h(block.height)
-        batch.put(_P + b"B" + h, block.encode())
+        batch.put(_P + b"B" + h, encode_block(block))
         batch.put(_P + b"C" + h, certificate.encode())
-        for index, receipt in enumerate(receipts):
-            batch.put(_P + b"R" + h + _U32.pack(index), receipt.encode())
+        if encoded_receipts is None or len(encoded_receipts) != len(receipts):
+            encoded_receipts = [receipt.encode() for receipt in receipts]
+        for index, raw in enumerate(encoded_receipts):
+            batch.put(_P + b"R" + h + _U32.pack(index), raw)
         batch.put(_P + b"A" + h, codec.encode([app_hash, receipts_root]))
         batch.put(_P + b"H" + block.hash, h)
         # receipt i is tx i's and carries its hash: no second encode + sha256 per tx

@@ -51,6 +51,7 @@ DEFAULT_WINDOW = 48  # below the mempool's default nonce_window of 64
 DEFAULT_MAX_TXS = 20_000
 DEFAULT_BATCH = 64  # txs per POST /txs request (1 = one POST /tx per tx)
 POLL_S = 0.02
+FOLLOW_POLL_S = 0.01  # between GET /blocks/{next} polls that found no new block
 RETRY_S = 0.05
 
 
@@ -319,8 +320,9 @@ async def follow_commits(client: httpx.AsyncClient, nodes: list[str], accounts: 
     while not done.is_set():
         url = nodes[node_index % len(nodes)]
         try:
-            tip = int((await client.get(url + "/status")).json()["height"])
-            while height < tip:
+            # Ask for the next block itself (404 until it exists): one round trip
+            # from commit to seeing it, not a /status poll and then a fetch.
+            while not done.is_set():
                 response = await client.get("%s/blocks/%d" % (url, height + 1))
                 if response.status_code != 200:
                     break
@@ -346,7 +348,7 @@ async def follow_commits(client: httpx.AsyncClient, nodes: list[str], accounts: 
                 height += 1
         except (httpx.HTTPError, ValueError, KeyError):
             node_index += 1  # try the next node
-        await trio.sleep(POLL_S)
+        await trio.sleep(FOLLOW_POLL_S)
 
 
 async def run_load(nodes: list[str], accounts: list[Account], rate: float, duration: float, window: int,
