@@ -30,7 +30,8 @@ class TimeoutFired:
 
     The driver hands back exactly the value it was given; stale timeouts are
     recognised by `token` and ignored, so drivers never need to cancel timers.
-    `kind` is one of "batch", "progress", "view-change", "fetch".
+    `kind` is one of "batch", "progress", "view-change", "fetch", "status"
+    (the idle beacon, every `max_timeout_ms`).
     """
 
     kind: str

@@ -46,9 +46,28 @@ Rules (Castro & Liskov, OSDI'99, adapted to a chain of blocks; "§" cites the pa
 - Catch-up: certified blocks (`Decided` replies, `BlocksFetched`) are verified
   (certificate with the quorum, hash chain, tx root, our own execution
   results) and committed one height at a time, never by replaying votes.
+  A replica fetches when it sees a quorum ahead: a message beyond its window,
+  f+1 distinct validators' messages above its slot (one of them is honest and
+  committed the slot; checked when the progress timer fires, so a replica only
+  a message behind commits by itself), a Decided block above its slot, or a
+  VIEW-CHANGE/NEW-VIEW whose certificate is above it. A peer answering a
+  replica far behind also sends its certified tip. With no load nobody would
+  send anything, so an idle replica re-sends its last COMMIT every
+  `max_timeout_ms` (a status beacon; nothing new is signed).
+- Restart: the guard records of our own PREPARE/COMMIT for the slot count
+  again (same signatures, re-sent), so peers need not make up for them.
 - Validator sets: a `BlockExecuted(h, validator_update=S)` schedules S for
   heights > c, where c is the first multiple of K that is ≥ h+1; header c
-  announces it in `next_validators_hash`.
+  announces it in `next_validators_hash`. So executed blocks up to e fix the
+  set of every height ≤ the first multiple of K that is ≥ e+2 (`_set_known`).
+  View changes across a boundary: a VIEW-CHANGE's signer must be a validator
+  of ITS slot (committed_height + 1); a NEW-VIEW is judged entirely against
+  the set of its target height (max certified height + 1): primary, signer
+  membership of every VIEW-CHANGE, quorum size — that is where its quorum must
+  intersect the quorum that may have prepared the target. A replica that
+  cannot know the target's set yet (a boundary it has not executed) drops the
+  message and catches up first; a primary behind a certified height waits
+  until it has caught up (retried on every commit).
 - Evidence: the first signed message per (signer, kind, view, height) is kept
   until the next stable checkpoint; a conflicting second one yields `Evidence`.
 - Bad peer input never raises: it is dropped and counted in `self.dropped`.
@@ -1029,7 +1048,10 @@ class Replica:
         if not self._set_known(vc.committed_height + 1):
             self._ahead_by_certificate(vc.sender, vc.certificate)
         self._validate_view_change(vc, data)
-        if not self._note_signed(vc.sender, "view-change", vc.new_view, 0, sha256(data), data):
+        # the digest of what the signature covers, not of the raw bytes: fields the
+        # decoder ignores (e.g. the tag of an embedded PREPARE) must not turn one
+        # honest VIEW-CHANGE into "two" and frame its signer
+        if not self._note_signed(vc.sender, "view-change", vc.new_view, 0, sha256(vc.payload()), data):
             raise MessageError("conflicting-view-change")
         if vc.committed_height < self.committed:
             self._reply_decided(vc.sender, vc.committed_height + 1)

@@ -20,7 +20,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.simulation.sim import FAULT_MODES, run_seed  # noqa: E402
+from tests.simulation.sim import FAULT_MODES, SCENARIOS, run_seed  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--validators", type=int, choices=(4, 7, 10), default=4)
     parser.add_argument("--heights", type=int, default=20)
     parser.add_argument("--faults", choices=FAULT_MODES, default="all")
+    parser.add_argument("--scenario", choices=SCENARIOS, default=None,
+                        help="a named scenario (e.g. validator-change: a follower joins, then leaves)")
     parser.add_argument("--weaken-quorum", action="store_true",
                         help="self-test: use an f+1 quorum; the simulator must report violations")
     args = parser.parse_args(argv)
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for seed in range(args.seed_start, args.seed_start + args.seeds):
         result = run_seed(seed, validators=args.validators, heights=args.heights, faults=args.faults,
-                          quorum_override=f + 1 if args.weaken_quorum else None)
+                          quorum_override=f + 1 if args.weaken_quorum else None, scenario=args.scenario)
         totals["heights"] += result.heights
         totals["messages"] += result.messages
         totals["faults"] += result.faults

@@ -260,3 +260,28 @@ def test_a_view_change_past_an_unexecuted_set_boundary_is_not_judged() -> None:
     _recv(r, 2, vc)
     assert r.dropped == {"view-change-beyond-known-set": 1}
     assert r._set_known(2) and not r._set_known(3)
+
+
+def test_one_view_change_in_two_encodings_is_not_evidence() -> None:
+    # The decoder ignores the tag of a PREPARE embedded in a prepared certificate, so
+    # a flipped tag gives other bytes with the same signed payload: that is not a
+    # second VIEW-CHANGE, and its honest signer must not be reported (sim seed 365).
+    from ledger import codec
+    r = replica(1)
+    b = block()
+    _recv(r, 0, proposal(b))
+    _recv(r, 2, prepare(b, 2))
+    assert r.prepared is not None
+    r.handle(TransactionsVerified((tx(1),)), 20)
+    r.handle(TimeoutFired("progress", 0, 1, r.progress_token or 0), 600)
+    effects = r.handle(TimeoutFired("progress", 0, 1, r.progress_token or 0), 1200)
+    (data,) = [e.data for e in effects if isinstance(e, Broadcast) and isinstance(decode_message(e.data), ViewChange)]
+    wire = codec.decode(data)
+    assert wire[5] is not None  # carries the prepared certificate
+    wire[5][1][0][0] += 1
+    other = codec.encode(wire)
+    assert other != data and decode_message(other) == decode_message(data)
+    observer = replica(3)
+    _recv(observer, 1, data, 1300)
+    effects = _recv(observer, 1, other, 1301)
+    assert [e for e in effects if isinstance(e, Evidence)] == [] and observer.evidence == []

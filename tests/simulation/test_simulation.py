@@ -14,13 +14,13 @@ def _assert_clean(result) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.slow
 def test_120_seeds_n4_with_all_faults_keep_every_invariant() -> None:
     for seed in range(120):
-        _assert_clean(run_seed(seed, validators=4, heights=8, faults="all"))
+        _assert_clean(run_seed(seed, validators=4, heights=6, faults="all", heal_after_ms=6_000))
 
 
 @pytest.mark.slow
 def test_80_seeds_n7_with_all_faults_keep_every_invariant() -> None:
     for seed in range(1000, 1080):
-        _assert_clean(run_seed(seed, validators=7, heights=8, faults="all"))
+        _assert_clean(run_seed(seed, validators=7, heights=6, faults="all", heal_after_ms=6_000))
 
 
 def test_a_seed_replays_byte_for_byte() -> None:
@@ -48,7 +48,8 @@ def test_n4f1_primary_crash() -> None:
 
 def test_n4_twin_primary() -> None:
     for seed in range(10):
-        _assert_clean(Simulation(seed, validators=4, heights=10, faults="byzantine", scenario="twin-primary").run())
+        _assert_clean(Simulation(seed, validators=4, heights=10, faults="byzantine", scenario="twin-primary",
+                                 heal_after_ms=5_000).run())
 
 
 def test_n7_partition_heal() -> None:
@@ -83,7 +84,7 @@ def test_validator_added_then_removed() -> None:
     # against the set in force at its height and every header names that set (the
     # simulator's ground truth), and header K announces the new set.
     boundary_new_views = 0
-    for seed, faults in [(0, "none"), (1, "none"), (2, "all"), (3, "all"), (4, "all"), (5, "all"), (6, "all")]:
+    for seed, faults in [(0, "none"), (1, "none"), (2, "all"), (3, "all"), (4, "all"), (7, "all"), (14, "all")]:
         sim = Simulation(seed, validators=4, heights=16, faults=faults, scenario="validator-change")
         result = sim.run()
         _assert_clean(result)
@@ -98,8 +99,9 @@ def test_validator_added_then_removed() -> None:
         signed = [h for h, (_, cert) in certs.items() if follower.pub in dict(cert.signatures)]
         assert signed and all(k < h <= 3 * k for h in signed)  # it committed while (only while) a validator
         boundary_new_views += sim.boundary_new_views
-    # view changes whose VIEW-CHANGEs straddle the boundary happen and stay safe
-    assert boundary_new_views >= 0
+    # seeds 7 and 14 have view changes whose VIEW-CHANGEs straddle the set boundary
+    # (signed at slots with different sets): judged by the target's set, still safe and live
+    assert boundary_new_views >= 2
 
 
 def test_long_partitioned_replica_rejoins_with_no_client_load() -> None:
@@ -118,9 +120,17 @@ def test_long_partitioned_replica_rejoins_with_no_client_load() -> None:
 
 
 def test_twins_follow_a_per_view_partition_schedule() -> None:
-    sim = Simulation(3, validators=4, heights=10, faults="byzantine", scenario="twin-primary")
+    sim = Simulation(3, validators=4, heights=10, faults="byzantine", scenario="twin-primary", heal_after_ms=4_000)
     assert sorted(sim.twins_schedule) == list(range(12))
     a, b = sim.twins
     for cut in sim.twins_schedule.values():
         assert not cut or ((a, b) in cut and (b, a) in cut)  # the twins are always apart
     _assert_clean(sim.run())
+
+
+def test_regression_seeds() -> None:
+    # 365: a bit flip in the tag of a PREPARE embedded in a replayed VIEW-CHANGE gave
+    # different bytes with the same signed payload, reported as evidence against
+    # its honest signer (the evidence digest is now over the signed payload).
+    for seed in (365,):
+        _assert_clean(run_seed(seed, validators=4, heights=20, faults="all"))
