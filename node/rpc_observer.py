@@ -58,42 +58,34 @@ def observer_routes(service: Any) -> list[Route]:
     def _method(name: str) -> Any:
         return getattr(service, name, None)
 
+    def _proof_answer(name: str, what: str, *args: Any) -> Response:
+        """Call the service's proof method `name`: 501 if it has none, 404 on HistoryError."""
+        method = _method(name)
+        if method is None:
+            return _error(501, "not_implemented", "this node serves no %s" % what)
+        try:
+            return JSONResponse(method(*args))
+        except HistoryError as exc:
+            return _error(404, "not_found", str(exc))
+
     async def consistency(request: Request) -> Response:
         old, new = _int_param(request, "old"), _int_param(request, "new")
         if old is None or new is None or not 0 < old <= new:
             return _error(400, "bad_query", "need integers 0 < old <= new (history sizes)")
-        method = _method("history_consistency")
-        if method is None:
-            return _error(501, "not_implemented", "this node serves no history proofs")
-        try:
-            return JSONResponse(method(old, new))
-        except HistoryError as exc:
-            return _error(404, "not_found", str(exc))
+        return _proof_answer("history_consistency", "history proofs", old, new)
 
     async def inclusion(request: Request) -> Response:
         height, size = _int_param(request, "height"), _int_param(request, "size")
         if height is None or size is None or not 0 < height <= size:
             return _error(400, "bad_query", "need integers 0 < height <= size")
-        method = _method("history_inclusion")
-        if method is None:
-            return _error(501, "not_implemented", "this node serves no history proofs")
-        try:
-            return JSONResponse(method(height, size))
-        except HistoryError as exc:
-            return _error(404, "not_found", str(exc))
+        return _proof_answer("history_inclusion", "history proofs", height, size)
 
     async def epoch_changes(request: Request) -> Response:
         to = _int_param(request, "to")
         start = 0 if "from" not in request.query_params else _int_param(request, "from")
         if to is None or start is None or not 0 <= start <= to:
             return _error(400, "bad_query", "need integers 0 <= from <= to (heights; from defaults to 0)")
-        method = _method("epoch_changes")
-        if method is None:
-            return _error(501, "not_implemented", "this node serves no epoch-change proofs")
-        try:
-            return JSONResponse(method(start, to))
-        except HistoryError as exc:
-            return _error(404, "not_found", str(exc))
+        return _proof_answer("epoch_changes", "epoch-change proofs", start, to)
 
     async def tx(request: Request) -> Response:
         tx_hash = _hex(request.path_params["hash"].lower(), HASH_HEX_CHARS)
@@ -117,13 +109,7 @@ def observer_routes(service: Any) -> list[Route]:
         version = _int_param(request, "version")
         if key is None or version is None:
             return _error(400, "bad_query", "need a hex key and ?version=<state version>")
-        method = _method("state_proof")
-        if method is None:
-            return _error(501, "not_implemented", "this node serves no versioned state proofs")
-        try:
-            return JSONResponse(method(key, version))
-        except HistoryError as exc:
-            return _error(404, "not_found", str(exc))
+        return _proof_answer("state_proof", "versioned state proofs", key, version)
 
     def _light() -> Any:
         return getattr(service, "light", None)
