@@ -124,51 +124,46 @@ class Proposal(_Signed):
 
 
 @dataclass(frozen=True)
-class Prepare(_Signed):
-    """PBFT PREPARE(v, n, d)."""
+class _Vote(_Signed):
+    """A vote on one block: (view, height, block hash), signed as `KIND`, tagged `TAG`."""
 
-    KIND = "prepare"
+    TAG = -1
     sender: bytes
     view: int
     height: int
     block_hash: bytes
     signature: bytes = b""
 
-    def payload(self) -> bytes:
-        return codec.encode([self.view, self.height, self.block_hash])
-
     def body(self) -> list[Any]:
-        return [TAG_PREPARE, self.sender, self.view, self.height, self.block_hash]
+        return [self.TAG, self.sender, self.view, self.height, self.block_hash]
 
     @classmethod
-    def from_wire(cls, w: list[Any]) -> "Prepare":
-        _, sender, view, height, block_hash, sig = _list(w, "prepare", 6)
+    def from_wire(cls, w: list[Any]) -> Any:
+        _, sender, view, height, block_hash, sig = _list(w, cls.KIND, 6)
         return cls(_key(sender), _int(view, "view"), _int(height, "height", 1),
                    check_hash(block_hash, "block hash"), _sig(sig))
 
 
 @dataclass(frozen=True)
-class CommitVote(_Signed):
+class Prepare(_Vote):
+    """PBFT PREPARE(v, n, d)."""
+
+    KIND = "prepare"
+    TAG = TAG_PREPARE
+
+    def payload(self) -> bytes:
+        return codec.encode([self.view, self.height, self.block_hash])
+
+
+@dataclass(frozen=True)
+class CommitVote(_Vote):
     """PBFT COMMIT(v, n, d); its signature is a certificate signature."""
 
     KIND = "commit"
-    sender: bytes
-    view: int
-    height: int
-    block_hash: bytes
-    signature: bytes = b""
+    TAG = TAG_COMMIT
 
     def payload(self) -> bytes:
         return commit_vote_payload(self.height, self.view, self.block_hash)
-
-    def body(self) -> list[Any]:
-        return [TAG_COMMIT, self.sender, self.view, self.height, self.block_hash]
-
-    @classmethod
-    def from_wire(cls, w: list[Any]) -> "CommitVote":
-        _, sender, view, height, block_hash, sig = _list(w, "commit", 6)
-        return cls(_key(sender), _int(view, "view"), _int(height, "height", 1),
-                   check_hash(block_hash, "block hash"), _sig(sig))
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any
+from typing import Any, Callable
 
 import msgpack
 import trio
@@ -126,23 +126,21 @@ def create_app(service: NodeService, *, read_only: bool = False, max_body_bytes:
     async def genesis(request: Request) -> Response:
         return JSONResponse(service.genesis())
 
-    async def block(request: Request) -> Response:
+    def _at_height(request: Request, lookup: Callable[[int], Any], what: str) -> Response:
+        """400 for a malformed height, 404 when `lookup` finds nothing there."""
         height = _parse_height(request.path_params["height"])
         if height is None:
             return _error(400, "bad_height", "height must be a positive integer")
-        found = service.block(height)
+        found = lookup(height)
         if found is None:
-            return _error(404, "not_found", "no block at height %d" % height)
+            return _error(404, "not_found", "no %s at height %d" % (what, height))
         return JSONResponse(found)
 
+    async def block(request: Request) -> Response:
+        return _at_height(request, service.block, "block")
+
     async def commit(request: Request) -> Response:
-        height = _parse_height(request.path_params["height"])
-        if height is None:
-            return _error(400, "bad_height", "height must be a positive integer")
-        found = service.commit(height)
-        if found is None:
-            return _error(404, "not_found", "no commit at height %d" % height)
-        return JSONResponse(found)
+        return _at_height(request, service.commit, "commit")
 
     async def submit_tx(request: Request) -> Response:
         if read_only:
