@@ -33,7 +33,8 @@ from ledger.types import Block, Tx, Validator, ValidatorSet, commit_vote_payload
 
 CHAIN_ID = "careledger-sim"
 FAULT_MODES = ("none", "crash", "network", "byzantine", "all")
-SCENARIOS = ("primary-crash", "twin-primary", "restart-all", "validator-change", "long-partition-no-load")
+SCENARIOS = ("primary-crash", "twin-primary", "restart-all", "validator-change", "long-partition-no-load",
+             "boundary-primary-crash")
 TWINS_VIEWS = 12  # views with a scheduled Twins partition (higher views are fully connected)
 
 _VERIFY_CACHE: dict[tuple[bytes, str, str, bytes, bytes], bool] = {}
@@ -162,7 +163,7 @@ class Simulation:
         # every node). A follower (key index n) starts as a non-validator observer.
         self.set_updates: dict[int, ValidatorSet] = {}
         self.follower: Node | None = None
-        if scenario == "validator-change":
+        if scenario in ("validator-change", "boundary-primary-crash"):
             k = checkpoint_interval
             follower_key = validator_key(validators)
             grown = ValidatorSet(self.vset.validators + (Validator("v%d" % validators, follower_key.public_key),))
@@ -204,6 +205,9 @@ class Simulation:
         self.quiet = False
         self.catch_up_ms: int | None = None
         self.boundary_new_views = 0  # NEW-VIEWs whose VIEW-CHANGEs span a validator-set change
+        # "boundary-primary-crash": (boundary height, view, crashed node) for each set
+        # boundary whose first height's primary was crashed the moment it was committed
+        self.boundary_crashes: list[tuple[int, int, int]] = []
 
     # ------------------------------------------------------- validator sets
 
@@ -504,12 +508,30 @@ class Simulation:
                 if tx.hash in node.tx_seen:
                     self.violations.append("validity: tx committed twice on node %d" % node.index)
                 node.tx_seen.add(tx.hash)
+        if self.scenario == "boundary-primary-crash" and node.honest:
+            self.crash_next_sets_primary(node, height)
         if self.scenario == "long-partition-no-load" and node.index == self.n - 1 and not self.isolated:
             self.catch_up_ms = self.now - self.heal_at
         if self.view_change_started is not None and node.honest:
             self.longest_view_change = max(self.longest_view_change, self.now - self.view_change_started)
             self.view_change_started = None
         self.push(self.now + self.rng.randrange(1, 5), "execute", (node.index, node.incarnation, height))
+
+    def crash_next_sets_primary(self, node: Node, height: int) -> None:
+        """At the first commit of a set boundary, crash the primary (in the committing
+        node's view) of the first height under the NEW set, and restart it later: the
+        view change for that height must be judged against the new set."""
+        if self.set_for(height + 1) == self.set_for(height) or \
+                any(h == height for h, _, _ in self.boundary_crashes):
+            return
+        view = node.replica.view
+        primary = self.set_for(height + 1).primary(view).public_key
+        victim = next((n for n in self.nodes if n.pub == primary and n.alive), None)
+        if victim is None:
+            return
+        self.boundary_crashes.append((height, view, victim.index))
+        self.crash(victim)
+        self.push(self.now + 1_500, "restart", victim.index)
 
     def check_certified(self, node: Node, block: Block, cert: Any) -> None:
         """The header names the set in force (and announces the next one at a

@@ -134,3 +134,22 @@ def test_regression_seeds() -> None:
     # its honest signer (the evidence digest is now over the signed payload).
     for seed in (365,):
         _assert_clean(run_seed(seed, validators=4, heights=20, faults="all"))
+
+
+def test_primary_crash_exactly_at_a_set_boundary() -> None:
+    # The set grows after checkpoint K and shrinks after 3K. The moment the first
+    # honest replica commits a boundary, the primary of the first height under the
+    # NEW set crashes (restarting 1.5 s later): that height can only be certified in
+    # a later view, by VIEW-CHANGEs and a NEW-VIEW judged against the new set.
+    for seed, faults in [(0, "none"), (1, "none"), (2, "none"), (3, "network"), (4, "all"), (5, "all")]:
+        sim = Simulation(seed, validators=4, heights=16, faults=faults, scenario="boundary-primary-crash")
+        _assert_clean(sim.run())
+        k = sim.config.checkpoint_interval
+        certs = _certificates(sim)
+        if faults == "none":
+            assert [h for h, _, _ in sim.boundary_crashes] == [k, 3 * k]
+        assert sim.boundary_crashes
+        for height, view, _ in sim.boundary_crashes:
+            block, cert = certs[height + 1]
+            assert cert.view > view  # the crashed primary's view could not certify it
+            assert block.header.validators_hash == sim.set_for(height + 1).hash
