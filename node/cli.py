@@ -12,7 +12,7 @@ explicit (no type-hint magic as in typer, which is itself click underneath).
     careledger show-validator --home DIR   # consensus key as JSON
     careledger keys add NAME --home DIR | keys list --home DIR
     careledger tx --node URL --key FILE --type T --body JSON [--nonce N] [--wait]
-    careledger query --node URL KEY [--prove] [--genesis FILE]
+    careledger query --node URL KEY [--prove] [--genesis FILE | --waypoint H:HASH]
     careledger query --node URL --tx HASH [--prove] [--genesis FILE]
     careledger audit export --node URL --program ID --out FILE
     careledger audit verify FILE [--genesis FILE | --waypoint H:HASH]
@@ -557,20 +557,68 @@ def tx(node_url: str, key_file: str, tx_type: str, body: str, nonce: int | None,
             click.echo(json.dumps({"height": found.get("height"), "receipt": found.get("receipt")}))
 
 
-def verify_state_answer(answer: dict[str, Any], key: bytes, genesis: Genesis, client: Any,
+def genesis_light_client(genesis: Genesis) -> Any:
+    """A `ledger.light.LightClient` whose root of trust is `genesis`."""
+    from ledger.light import LightClient
+
+    return LightClient.from_genesis(genesis.chain_id, genesis.validator_set(), genesis.genesis_time_ms)
+
+
+def waypoint_light_client(client: Any, waypoint: Any) -> Any:
+    """A `ledger.light.LightClient` whose root of trust is `waypoint` (a
+    `ledger.light.Waypoint`): the certified header it names, for a chain whose
+    genesis is older than the trusting period.
+
+    The node behind `client` serves header H (`/commit/H`) and the validator
+    sets that may have signed it: genesis's and each set handed over to up to
+    H (`/light/epoch-changes`). Nothing served is believed: the header must
+    hash to the waypoint, the set must hash to its `validators_hash` (and the
+    next one to its `next_validators_hash` when H hands over), and a quorum of
+    that set must have signed it. Raises LightClientError (UntrustedHeader:
+    the node's header at H is not the one the waypoint names), LedgerError (a
+    certificate short of a quorum, bad bytes), node.observer.QueryError (the
+    node cannot serve what is needed) or ValueError/KeyError (a malformed answer).
+    """
+    from ledger.light import LightClient
+    from ledger.types import CommitCertificate, Header, ValidatorSet
+    from node.config import genesis_from_json
+    from node.observer import QueryError, _fetch
+
+    response = client.get("/commit/%d" % waypoint.height)
+    if response.status_code != 200:
+        raise QueryError("the node has no certified header at the waypoint's height %d (GET /commit: %d)"
+                         % (waypoint.height, response.status_code))
+    commit = response.json()
+    header = Header.decode(bytes.fromhex(commit["encoded_header"]))
+    certificate = CommitCertificate.decode(bytes.fromhex(commit["encoded_certificate"]))
+    offered = [genesis_from_json(_fetch(client, "/genesis")).validator_set()]
+    changes = _fetch(client, "/light/epoch-changes?from=0&to=%d" % waypoint.height)["changes"]
+    offered += [ValidatorSet.from_wire(codec.decode(bytes.fromhex(change["validators"]))) for change in changes]
+    sets = {vset.hash: vset for vset in offered}
+    signers = sets.get(header.validators_hash, offered[0])  # a set that does not match is refused just below
+    light = LightClient.from_waypoint(header.chain_id, waypoint, header, signers,
+                                      sets.get(header.next_validators_hash))
+    certificate.verify(header.chain_id, signers, header.hash, header.height)
+    return light
+
+
+def verify_state_answer(answer: dict[str, Any], key: bytes, light: Any, client: Any,
                         now_ms: int | None = None) -> int:
     """Check a `/state/<key>?prove=true` answer and return the proven height.
 
-    A `ledger.light.LightClient` trusted from `genesis` follows the
-    validator-set changes the node behind `client` lists up to the answer's
-    header (`/light/epoch-changes`, each hand-over certified by the outgoing
-    set), verifies the header with the set then in force (with the history
-    proofs from the node), and checks that the proof leads from (key, value)
-    to the header's app_hash. Raises LedgerError (a LightClientError says
-    which check failed) or ValueError/KeyError for a malformed answer, or
-    node.observer.QueryError when the node cannot serve what is needed.
+    `light` (a `ledger.light.LightClient` from `genesis_light_client` or
+    `waypoint_light_client`) follows the validator-set changes the node behind
+    `client` lists up to the answer's header (`/light/epoch-changes`, each
+    hand-over certified by the outgoing set) and verifies the header with the
+    set then in force (with the history proofs from the node); a header below
+    a waypoint is proven by its inclusion in the waypoint header's history.
+    Then the proof must lead from (key, value) to the header's app_hash.
+    `now_ms` defaults to `node.observer.wall_clock_ms()` (tests replace it).
+    Raises LedgerError (a LightClientError says which check failed; Expired:
+    the root of trust is older than the trusting period) or
+    ValueError/KeyError for a malformed answer, or node.observer.QueryError
+    when the node cannot serve what is needed.
     """
-    from ledger.light import LightClient
     from ledger.types import Header
     from node.observer import _fetch, follow_to_header, wall_clock_ms
 
@@ -579,16 +627,44 @@ def verify_state_answer(answer: dict[str, Any], key: bytes, genesis: Genesis, cl
         raise ValueError("the node has no certified header for the state after height %d yet" % height)
     value = None if answer.get("value") is None else bytes.fromhex(answer["value"])
     header = Header.decode(bytes.fromhex(answer["header"]))
-    if header.chain_id != genesis.chain_id:
-        raise ValueError("header is for chain %s, genesis says %s" % (header.chain_id, genesis.chain_id))
+    chain_id = light.trusted.chain_id
+    if header.chain_id != chain_id:
+        raise ValueError("header is for chain %s, the trusted root is chain %s" % (header.chain_id, chain_id))
     if header.height != height + 1:
         raise ValueError("header %d does not commit the state after height %d" % (header.height, height))
-    light = LightClient.from_genesis(genesis.chain_id, genesis.validator_set(), genesis.genesis_time_ms)
     now = wall_clock_ms() if now_ms is None else now_ms
-    verified = follow_to_header(light, lambda path: _fetch(client, path), header,
-                                bytes.fromhex(answer["certificate"]), now)
+    trusted = light.trusted.height
+    if header.height < trusted and light.verified_header(header.height) is None:
+        # below the waypoint: header H's history (blocks 1..H-1) includes it
+        path = _fetch(client, "/history/inclusion?height=%d&size=%d" % (header.height, trusted - 1))["proof"]
+        verified = light.verify_past_header(header, [bytes.fromhex(p) for p in path])
+    else:
+        verified = follow_to_header(light, lambda path: _fetch(client, path), header,
+                                    bytes.fromhex(answer["certificate"]), now)
     light.verify_state(verified, key, value, bytes.fromhex(answer["proof"]))
     return height
+
+
+def _why_not_verified(exc: Exception) -> str:
+    """The reason a proof failed, with the check's name and, for an expired root, what to do."""
+    from ledger.light import Expired, LightClientError
+
+    reason = "%s: %s" % (type(exc).__name__, exc) if isinstance(exc, LightClientError) else str(exc)
+    if isinstance(exc, Expired):
+        reason += " (pass --waypoint H:HASH naming a certified header from within the trusting period)"
+    return reason
+
+
+def _parse_waypoint(text: str | None) -> Any:
+    """`--waypoint` as a `ledger.light.Waypoint`. Raises click.BadParameter."""
+    from ledger.light import Waypoint
+
+    if text is None:
+        return None
+    try:
+        return Waypoint.parse(text)
+    except LedgerError as exc:
+        raise click.BadParameter("%s (got %r)" % (exc, text), param_hint="--waypoint") from exc
 
 
 @cli.command()
@@ -599,12 +675,23 @@ def verify_state_answer(answer: dict[str, Any], key: bytes, genesis: Genesis, cl
 @click.option("--prove", is_flag=True, help="Verify a proof against a certified header.")
 @click.option("--genesis", "genesis_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Trusted genesis.json for --prove (default: HOME's, else the node's, with a warning).")
+@click.option("--waypoint", "waypoint_text", default=None, metavar="H:HASH",
+              help="For --prove, trust the certified header at height H with this hash instead of genesis "
+                   "(needed once genesis is older than the light client's two-week trusting period).")
 @home_option
 def query(node_url: str, key: str | None, key_is_hex: bool, tx_hash: str | None, prove: bool,
-          genesis_file: str | None, home: str) -> None:
+          genesis_file: str | None, waypoint_text: str | None, home: str) -> None:
     """Print the state value at KEY (decoded) or the transaction --tx HASH, optionally
-    verified with a proof against headers a light client checked from genesis."""
+    verified with a proof against headers a light client checked from genesis or a waypoint."""
+    if waypoint_text is not None and genesis_file is not None:
+        raise click.UsageError("--waypoint and --genesis are mutually exclusive: trust one root, "
+                               "a genesis file or a recent certified header")
+    if waypoint_text is not None and not prove:
+        raise click.UsageError("--waypoint is a root of trust for --prove; add --prove")
+    waypoint = _parse_waypoint(waypoint_text)
     if tx_hash is not None:  # [observer] --tx: node/observer.py verifies the answer
+        if waypoint is not None:
+            raise click.UsageError("--waypoint works with KEY queries; --tx --prove still trusts genesis")
         _query_tx(node_url, tx_hash, prove, genesis_file, home)
         return
     if key is None:
@@ -618,9 +705,18 @@ def query(node_url: str, key: str | None, key_is_hex: bool, tx_hash: str | None,
         raw_key = key.encode()
     from node.observer import QueryError
 
+    failures = (LedgerError, QueryError, ValueError, KeyError, TypeError, IndexError)
     with http_client(node_url) as client:
+        light = None
+        if waypoint is not None:
+            try:
+                light = waypoint_light_client(client, waypoint)
+            except failures as exc:
+                _fail("waypoint %s NOT trusted: %s" % (waypoint, _why_not_verified(exc)))
+                return
+        elif prove:
+            light = genesis_light_client(_trusted_genesis(client, genesis_file, home))
         answer = _get_json(client, "/state/%s%s" % (raw_key.hex(), "?prove=true" if prove else ""))
-        genesis = _trusted_genesis(client, genesis_file, home) if prove else None
         value_hex = answer.get("value")
         if value_hex is None:
             click.echo("null")
@@ -630,11 +726,11 @@ def query(node_url: str, key: str | None, key_is_hex: bool, tx_hash: str | None,
                 click.echo(json.dumps(body_to_json(codec.decode(raw))))
             except LedgerError:
                 click.echo(json.dumps(BYTES_PREFIX + raw.hex()))
-        if genesis is not None:
+        if light is not None:
             try:
-                height = verify_state_answer(answer, raw_key, genesis, client)
-            except (LedgerError, QueryError, ValueError, KeyError, TypeError, IndexError) as exc:
-                _fail("proof NOT verified: %s" % exc)
+                height = verify_state_answer(answer, raw_key, light, client)
+            except failures as exc:
+                _fail("proof NOT verified: %s" % _why_not_verified(exc))
                 return
             click.echo("verified at height %d" % height)
 

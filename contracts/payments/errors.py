@@ -97,3 +97,10 @@ class MismatchedReferenceError(InvalidInputError):
     or period, is of the wrong kind, or is not final yet (an open total cost of care)."""
 
     code = "mismatched_reference"
+
+
+class SubmittedFiguresError(InvalidInputError):
+    """A settlement body carries MSSP figures (benchmark, expenditures, assigned count,
+    quality) typed in by the submitter instead of citing the ledger records they come from."""
+
+    code = "submitted_figures"

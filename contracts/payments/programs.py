@@ -60,9 +60,10 @@ Tx types (body fields; roles):
   eligible_for_below_msr_savings?} — payer (the program's payer org). E and N come from
   the closed `tcoc/…` record (`contracts.tcoc`), B = the benchmark record's updated
   per-capita × N, quality from `quality/standard/<program>/<year>`
-  (`contracts.quality.quality_standard_assess`). Deprecated: the explicit form with
-  benchmark_cents, expenditures_cents, assigned_beneficiaries, quality {…} and a
-  `*_ref` each, kept for tests/observer (outside contracts/) until it migrates.
+  (`contracts.quality.quality_standard_assess`). The payer supplies no B, E, N or
+  quality figure: a body with `benchmark_cents`, `expenditures_cents`,
+  `assigned_beneficiaries`, `quality`, `expenditures_ref` or `assigned_ref` (the
+  removed client-figures form) fails with SubmittedFiguresError (`submitted_figures`).
 - `settlement_disburse` {settlement_id} — payer (the settlement's payer org).
 """
 
@@ -90,6 +91,7 @@ from contracts.payments.errors import (
     NotAPartyError,
     ProgramStateError,
     StaleReferenceError,
+    SubmittedFiguresError,
     UnknownProgramError,
 )
 from contracts.state import StateView, key
@@ -103,6 +105,9 @@ MAX_PARTICIPANTS = 500
 MAX_REF_KEY = 1024
 PROGRAM_TYPES = ("bpci_advanced", "capitation", "mssp")
 PROPOSED, ACTIVE = "proposed", "active"
+SUBMITTED_FIGURES = ("assigned_beneficiaries", "assigned_ref", "benchmark_cents", "expenditures_cents",
+                     "expenditures_ref", "quality")
+"""Body fields of the removed client-figures form of `settlement_submit`: refused."""
 
 # ------------------------------------------------------------------ body readers
 # Each reader returns a checked value or raises InvalidInputError naming the field.
@@ -681,18 +686,6 @@ def handle_benchmark_set(state: StateView, tx: Tx, ctx: BlockContext) -> None:
 # ------------------------------------------------------------------ MSSP settlement
 
 
-def _read_quality(body: dict[str, Any]) -> mssp.QualityResult:
-    raw = body.get("quality")
-    if not isinstance(raw, dict):
-        raise InvalidInputError("quality must be {score_bps, met_standard, met_alternative_standard?}")
-    score = read_bps(raw, "score_bps")
-    return mssp.QualityResult(
-        score=Fraction(score, BPS),
-        met_standard=read_bool(raw, "met_standard"),
-        met_alternative_standard=read_bool(raw, "met_alternative_standard", False),
-    )
-
-
 def _read_disaster(body: dict[str, Any]) -> mssp.DisasterAdjustment | None:
     raw = body.get("disaster")
     if raw is None:
@@ -722,7 +715,7 @@ def _cited(state: StateView, body: dict[str, Any], name: str, kind: str,
 
 def _read_optional_inputs(state: StateView, body: dict[str, Any], echo: dict[str, Any],
                           references: dict[str, Any]) -> dict[str, Any]:
-    """Revenue, small-population MSR, disaster and §425.605(h) eligibility (both body forms)."""
+    """Revenue, small-population MSR, disaster and §425.605(h) eligibility."""
     revenue = None
     if body.get("participant_revenue_cents") is not None:
         revenue = read_cents(body, "participant_revenue_cents")
@@ -752,8 +745,8 @@ def read_mssp_record_inputs(state: StateView, body: dict[str, Any],
     - `quality_ref` → the program's `quality/standard/<program>/<year>` record
       (`quality_standard_assess`): score and met_standard / met_alternative_standard.
 
-    Returns (inputs, echo, references) in the same shapes as the explicit form, so a
-    stored settlement re-runs through `_inputs_from_echo` either way.
+    Returns (inputs, echo, references); the echo is what a stored settlement re-runs
+    from (`_inputs_from_echo`: a true-up, an audit).
     Raises InvalidInputError, StaleReferenceError, MismatchedReferenceError,
     AmountOutOfRangeError.
     """
@@ -798,43 +791,12 @@ def read_mssp_record_inputs(state: StateView, body: dict[str, Any],
     return inputs, echo, references
 
 
-def read_mssp_inputs(state: StateView, body: dict[str, Any], program_id: str) -> tuple[mssp.MsspInputs, dict[str, Any], dict[str, Any]]:
-    """DEPRECATED explicit form: client-supplied figures, each with a `{key, hash}`
-    reference. Kept only because tests/observer/live_chain.py (outside contracts/)
-    still settles this way; new clients use the record form (`tcoc_ref`).
-
-    Raises InvalidInputError / AmountOutOfRangeError on a bad value and
-    StaleReferenceError on a reference that names no record or a changed one.
-    """
-    echo: dict[str, Any] = {
-        "source": "client_figures",
-        "benchmark_cents": read_cents(body, "benchmark_cents"),
-        "expenditures_cents": read_cents(body, "expenditures_cents"),
-        "assigned_beneficiaries": read_int(body, "assigned_beneficiaries", 0, 10**9),
-    }
-    quality = _read_quality(body)
-    echo["quality"] = {"score_bps": fraction_bps(quality.score), "met_standard": quality.met_standard,
-                       "met_alternative_standard": quality.met_alternative_standard}
-    references = {
-        "benchmark": read_reference(state, body, "benchmark_ref"),
-        "expenditures": read_reference(state, body, "expenditures_ref"),
-        "assigned": read_reference(state, body, "assigned_ref"),
-        "quality": read_reference(state, body, "quality_ref"),
-    }
-    optional = _read_optional_inputs(state, body, echo, references)
-    inputs = mssp.MsspInputs(
-        aco_id=program_id,
-        assigned_beneficiaries=echo["assigned_beneficiaries"],
-        benchmark_cents=echo["benchmark_cents"],
-        expenditures_cents=echo["expenditures_cents"],
-        quality=quality,
-        **optional,
-    )
-    return inputs, echo, references
-
-
 def _inputs_from_echo(program_id: str, echo: dict[str, Any]) -> mssp.MsspInputs:
-    """Rebuild the inputs of a stored settlement (to re-run it for a true-up)."""
+    """Rebuild the inputs of a stored settlement (to re-run it for a true-up or an audit).
+
+    Source-agnostic on purpose: a settlement stored before the client-figures form was
+    removed (`"source": "client_figures"`) still re-runs the same way.
+    """
     disaster_raw = echo["disaster"]
     disaster: mssp.DisasterAdjustment | None = None
     if isinstance(disaster_raw, dict) and "reduction_cents" in disaster_raw:
@@ -872,17 +834,24 @@ def store_settlement(state: StateView, ctx: BlockContext, program: dict[str, Any
 def handle_settlement_submit(state: StateView, tx: Tx, ctx: BlockContext) -> None:
     """Settle an MSSP program's performance year from ledger-recorded inputs.
 
-    The inputs come from the ledger records the body cites (`tcoc_ref`, `benchmark_ref`,
-    `quality_ref`; see `read_mssp_record_inputs`); the explicit-figures form without
-    `tcoc_ref` is deprecated (`read_mssp_inputs`). Stores every intermediate of
-    `mssp.settle`; a final settlement after an interim one also stores `mssp.true_up`
-    and owes only the difference.
-    Raises UnknownProgramError, ProgramStateError (inactive; interim after final),
-    NotAPartyError (sender not the payer), AlreadySettledError (this stage exists),
-    InvalidInputError / StaleReferenceError / MismatchedReferenceError /
-    MissingInputError / AmountOutOfRangeError (inputs), InvalidParameterError.
+    B, E, N and quality come only from the ledger records the body cites (`tcoc_ref`,
+    `benchmark_ref`, `quality_ref`; see `read_mssp_record_inputs`): a payer cannot
+    settle on figures it typed in, so a body carrying any of them
+    (`SUBMITTED_FIGURES`, the removed client-figures form) is refused first. Stores
+    every intermediate of `mssp.settle`; a final settlement after an interim one also
+    stores `mssp.true_up` and owes only the difference.
+    Raises SubmittedFiguresError (client figures), UnknownProgramError,
+    ProgramStateError (inactive; interim after final), NotAPartyError (sender not
+    the payer), AlreadySettledError (this stage exists), InvalidInputError /
+    StaleReferenceError / MismatchedReferenceError / MissingInputError /
+    AmountOutOfRangeError (inputs), InvalidParameterError.
     """
     body = tx.body
+    submitted = sorted(name for name in SUBMITTED_FIGURES if name in body)
+    if submitted:
+        raise SubmittedFiguresError(
+            "settlement_submit does not take client figures (%s): the contract derives B, E, N and quality "
+            "from the ledger records cited by tcoc_ref, benchmark_ref and quality_ref" % ", ".join(submitted))
     program_id = read_id(body, "program_id")
     program = require_active_program(state, program_id, "mssp")
     require_payer(state, tx, program)
@@ -895,10 +864,7 @@ def handle_settlement_submit(state: StateView, tx: Tx, ctx: BlockContext) -> Non
         raise AlreadySettledError("%s is already settled" % settlement_id)
     if stage is mssp.SettlementStage.INTERIM and state.exists(settlement_key(final_id)):
         raise ProgramStateError("%s: the final settlement exists; no interim after it" % program_id)
-    if "tcoc_ref" in body:
-        inputs, echo, references = read_mssp_record_inputs(state, body, program)
-    else:
-        inputs, echo, references = read_mssp_inputs(state, body, program_id)
+    inputs, echo, references = read_mssp_record_inputs(state, body, program)
     params = mssp_parameters_of(program)
     result = mssp.settle(params, inputs, stage)
     record: dict[str, Any] = {

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.payments.errors import InvalidSharesError
-from contracts.payments.programs import check_shares, split_by_shares
+from contracts import quality, tcoc
+from contracts.payments.programs import benchmark_key, check_shares, split_by_shares
 from contracts.state import key
 
 from payments_helpers import (
@@ -21,20 +22,35 @@ from payments_helpers import (
 )
 
 B = 10_000_000_000
+ASSIGNED = 20_000
 FINAL = "aco1/mssp/2022/final"
 INTERIM = "aco1/mssp/2022/interim"
 
 
-def references(chain):
-    return {name: chain.put(key("attribution", "result", "aco1", name), {"value": name})
-            for name in ("benchmark", "expenditures", "assigned", "quality")}
+def ledger_records(chain, expenditures, score_bps=8_000, met=True, program="aco1", year=2022):
+    """Write the three records a settlement cites, as `tcoc_close`, `benchmark_set` and
+    `quality_standard_assess` would have (test_tcoc.py derives them from claims), and
+    return their references: a closed TCOC of the clinic's ACO (E, N = 20,000), the
+    benchmark ($5,000 per capita → B = $100M) and the quality standard."""
+    tcoc_record = {"kind": "tcoc", "program": program, "aco": "clinic-aco", "aco_org": "clinic",
+                   "period_start": year * 10_000 + 101, "period_end": year * 10_000 + 1231, "status": tcoc.CLOSED,
+                   "assigned_count": ASSIGNED, "expenditures_cents": expenditures}
+    return {
+        "tcoc_ref": chain.put(tcoc.tcoc_key(program, "clinic-aco", tcoc_record["period_start"],
+                                            tcoc_record["period_end"]), tcoc_record),
+        "benchmark_ref": chain.put(benchmark_key(program, year), {
+            "kind": "mssp_benchmark", "program_id": program, "year": year, "updated_per_capita": [B // ASSIGNED, 1]}),
+        "quality_ref": chain.put(quality.standard_key(program, year), {
+            "kind": quality.STANDARD_KIND, "program_id": program, "year": year, "score_bps": score_bps,
+            "met_standard": met, "met_alternative_standard": False}),
+    }
 
 
-def settlement_body(refs, expenditures, stage="final", score_bps=8_000, met=True, program="aco1"):
-    return {"program_id": program, "stage": stage, "benchmark_cents": B, "benchmark_ref": refs["benchmark"],
-            "expenditures_cents": expenditures, "expenditures_ref": refs["expenditures"],
-            "assigned_beneficiaries": 20_000, "assigned_ref": refs["assigned"],
-            "quality": {"score_bps": score_bps, "met_standard": met}, "quality_ref": refs["quality"]}
+def settlement_body(chain, expenditures, stage="final", program="aco1", **fields):
+    """A record-based settlement of `program`, citing freshly written records with E = `expenditures`."""
+    body = {"program_id": program, "stage": stage, **ledger_records(chain, expenditures, program=program)}
+    body.update(fields)
+    return body
 
 
 @pytest.fixture
@@ -131,8 +147,8 @@ def test_the_order_of_signatures_within_a_block_does_not_change_the_state():
 
 
 def test_the_worked_enhanced_savings_case_settles_with_every_intermediate(chain):
-    refs = references(chain)
-    chain.ok(PAYER, "settlement_submit", settlement_body(refs, 9_500_000_000))
+    body = settlement_body(chain, 9_500_000_000)
+    chain.ok(PAYER, "settlement_submit", body)
     record = chain.get(key("settlement", FINAL))
     result = record["result"]
     assert result["gross_savings_cents"] == 500_000_000
@@ -142,35 +158,58 @@ def test_the_worked_enhanced_savings_case_settles_with_every_intermediate(chain)
     assert result["sequestration_cents"] == [7_500_000, 1]
     assert result["earned_cents"] == 367_500_000
     assert record["amount_due_cents"] == 367_500_000
-    assert record["references"]["benchmark"] == refs["benchmark"]
+    assert record["inputs"]["source"] == "ledger_records"
+    assert (record["inputs"]["benchmark_cents"], record["inputs"]["assigned_beneficiaries"]) == (B, ASSIGNED)
+    assert record["references"]["benchmark"] == body["benchmark_ref"]
+    assert record["references"]["expenditures"] == record["references"]["assigned"] == body["tcoc_ref"]
     assert record["parties"] == ["clinic", "cms", "hospital"]
     assert chain.get(key("payment_program", "aco1", "settlements", "count")) == 1
 
 
 def test_the_worked_enhanced_loss_case_owes_forty_percent(chain):
     # S = −$5,000,000, r = −5 % ≤ −MLR; LSR = 1 − 0.75 × 0.8 = 40 % (the floor); limit 15 % × B.
-    refs = references(chain)
-    chain.ok(PAYER, "settlement_submit", settlement_body(refs, 10_500_000_000))
+    chain.ok(PAYER, "settlement_submit", settlement_body(chain, 10_500_000_000))
     assert chain.get(key("settlement", FINAL))["amount_due_cents"] == -200_000_000
     chain.ok(PAYER, "settlement_disburse", {"settlement_id": FINAL})
     allocations = chain.get(key("disbursement", FINAL))["allocations"]
     assert allocations == [["clinic", -120_000_000], ["hospital", -80_000_000]]
 
 
-def test_settling_the_same_program_year_and_stage_twice_is_refused_and_changes_nothing(chain):
-    refs = references(chain)
-    chain.ok(PAYER, "settlement_submit", settlement_body(refs, 9_500_000_000))
+@pytest.mark.parametrize("figures", [
+    {"benchmark_cents": B},
+    {"expenditures_cents": 1, "expenditures_ref": None},
+    {"assigned_beneficiaries": 20_000, "assigned_ref": None},
+    {"quality": {"score_bps": 10_000, "met_standard": True}},
+])
+def test_a_settlement_on_figures_the_payer_typed_in_is_refused_and_changes_nothing(chain, figures):
+    # the removed client-figures form: B, E, N and quality come only from cited ledger records
+    body = dict(settlement_body(chain, 9_500_000_000), **figures)
     before = chain.snapshot()
-    receipt = chain.send(PAYER, "settlement_submit", settlement_body(refs, 9_000_000_000))
+    receipt = chain.send(PAYER, "settlement_submit", body)
+    assert receipt.code == "submitted_figures"
+    assert all(name in receipt.message for name in figures) and "tcoc_ref" in receipt.message
+    assert chain.snapshot() == before
+    old_form = {"program_id": "aco1", "stage": "final", "benchmark_cents": B, "expenditures_cents": 9_500_000_000,
+                "assigned_beneficiaries": ASSIGNED, "quality": {"score_bps": 8_000, "met_standard": True},
+                **{name: body[ref] for name, ref in (("benchmark_ref", "benchmark_ref"), ("quality_ref", "quality_ref"),
+                                                     ("expenditures_ref", "tcoc_ref"), ("assigned_ref", "tcoc_ref"))}}
+    assert chain.send(PAYER, "settlement_submit", old_form).code == "submitted_figures"
+    assert chain.snapshot() == before
+
+
+def test_settling_the_same_program_year_and_stage_twice_is_refused_and_changes_nothing(chain):
+    chain.ok(PAYER, "settlement_submit", settlement_body(chain, 9_500_000_000))
+    again = settlement_body(chain, 9_000_000_000)
+    before = chain.snapshot()
+    receipt = chain.send(PAYER, "settlement_submit", again)
     assert receipt.code == "already_settled"
     assert chain.snapshot() == before
 
 
 def test_an_interim_estimate_is_trued_up_by_the_final_settlement(chain):
-    refs = references(chain)
-    chain.ok(PAYER, "settlement_submit", settlement_body(refs, 9_600_000_000, stage="interim"))
+    chain.ok(PAYER, "settlement_submit", settlement_body(chain, 9_600_000_000, stage="interim"))
     assert chain.get(key("settlement", INTERIM))["amount_due_cents"] == 294_000_000  # $4M × 0.75 × 0.98
-    chain.ok(PAYER, "settlement_submit", settlement_body(refs, 9_500_000_000))
+    chain.ok(PAYER, "settlement_submit", settlement_body(chain, 9_500_000_000))  # the TCOC, closed again
     final = chain.get(key("settlement", FINAL))
     assert final["estimate"] == INTERIM
     assert final["true_up_cents"] == 73_500_000
@@ -178,48 +217,45 @@ def test_an_interim_estimate_is_trued_up_by_the_final_settlement(chain):
 
 
 def test_an_interim_after_the_final_is_refused(chain):
-    refs = references(chain)
-    chain.ok(PAYER, "settlement_submit", settlement_body(refs, 9_500_000_000))
-    assert chain.send(PAYER, "settlement_submit", settlement_body(refs, 9_500_000_000, "interim")).code == "program_state"
+    chain.ok(PAYER, "settlement_submit", settlement_body(chain, 9_500_000_000))
+    assert chain.send(PAYER, "settlement_submit", settlement_body(chain, 9_500_000_000, "interim")).code == "program_state"
 
 
 def test_settling_an_unknown_or_unsigned_program_is_refused():
     chain = Chain()
     register_program(chain, "aco1", "mssp", {"track": "EN"}, year=2022, sign=False)
-    refs = references(chain)
-    assert chain.send(PAYER, "settlement_submit", settlement_body(refs, 1, program="nope")).code == "unknown_program"
-    assert chain.send(PAYER, "settlement_submit", settlement_body(refs, 1)).code == "program_state"
+    assert chain.send(PAYER, "settlement_submit", settlement_body(chain, 1, program="nope")).code == "unknown_program"
+    assert chain.send(PAYER, "settlement_submit", settlement_body(chain, 1)).code == "program_state"
 
 
 def test_only_the_programs_payer_may_settle_it(chain):
-    refs = references(chain)
-    assert chain.send(OTHER_PAYER, "settlement_submit", settlement_body(refs, 1)).code == "not_a_party"
-    assert chain.send(CLINIC, "settlement_submit", settlement_body(refs, 1)).code == "not_permitted"
+    assert chain.send(OTHER_PAYER, "settlement_submit", settlement_body(chain, 1)).code == "not_a_party"
+    assert chain.send(CLINIC, "settlement_submit", settlement_body(chain, 1)).code == "not_permitted"
 
 
 def test_a_reference_to_a_missing_or_changed_record_is_refused(chain):
-    refs = references(chain)
-    chain.put(key("attribution", "result", "aco1", "quality"), {"value": "revised"})
-    assert chain.send(PAYER, "settlement_submit", settlement_body(refs, 1)).code == "stale_reference"
-    refs["quality"] = {"key": "attribution/none", "hash": bytes(32)}
-    assert chain.send(PAYER, "settlement_submit", settlement_body(refs, 1)).code == "stale_reference"
+    body = settlement_body(chain, 1)
+    chain.put(quality.standard_key("aco1", 2022), {"kind": quality.STANDARD_KIND, "revised": True})
+    assert chain.send(PAYER, "settlement_submit", body).code == "stale_reference"
+    body = settlement_body(chain, 1, quality_ref={"key": "quality/none", "hash": bytes(32)})
+    assert chain.send(PAYER, "settlement_submit", body).code == "stale_reference"
 
 
 @pytest.mark.parametrize("field,value", [
-    ("expenditures_cents", -1), ("benchmark_cents", -5), ("benchmark_cents", 0),
-    ("assigned_beneficiaries", -3), ("expenditures_cents", 2**63), ("stage", "preliminary"),
+    ("tcoc_ref", "tcoc/aco1"), ("benchmark_ref", {"key": "mssp_benchmark/aco1/2022"}),
+    ("small_population_msr_bps", -1), ("participant_revenue_cents", -1),
+    ("participant_revenue_cents", 2**63), ("stage", "preliminary"),
 ])
 def test_negative_or_malformed_inputs_are_refused(chain, field, value):
-    refs = references(chain)
+    body = dict(settlement_body(chain, 1), **{field: value})
     before = chain.snapshot()
-    receipt = chain.send(PAYER, "settlement_submit", dict(settlement_body(refs, 1), **{field: value}))
+    receipt = chain.send(PAYER, "settlement_submit", body)
     assert not receipt.ok
     assert chain.snapshot() == before
 
 
 def test_disbursement_splits_by_shares_once(chain):
-    refs = references(chain)
-    chain.ok(PAYER, "settlement_submit", settlement_body(refs, 9_500_000_000))
+    chain.ok(PAYER, "settlement_submit", settlement_body(chain, 9_500_000_000))
     chain.ok(PAYER, "settlement_disburse", {"settlement_id": FINAL})
     assert chain.get(key("disbursement", FINAL))["allocations"] == [["clinic", 220_500_000], ["hospital", 147_000_000]]
     assert chain.send(PAYER, "settlement_disburse", {"settlement_id": FINAL}).code == "already_settled"
@@ -233,9 +269,8 @@ def test_settlements_of_two_programs_in_one_block_do_not_depend_on_their_order()
         chain = Chain()
         register_program(chain, "aco1", "mssp", {"track": "EN"}, year=2022)
         register_program(chain, "aco2", "mssp", {"track": "EN"}, year=2022, payer=OTHER_PAYER)
-        refs = references(chain)
-        txs = [chain.tx(PAYER, "settlement_submit", settlement_body(refs, 9_500_000_000)),
-               chain.tx(OTHER_PAYER, "settlement_submit", settlement_body(refs, 9_900_000_000, program="aco2"))]
+        txs = [chain.tx(PAYER, "settlement_submit", settlement_body(chain, 9_500_000_000)),
+               chain.tx(OTHER_PAYER, "settlement_submit", settlement_body(chain, 9_900_000_000, program="aco2"))]
         receipts = chain.run(txs[::-1] if reverse else txs)
         assert all(r.ok for r in receipts)
         outcomes.append(chain.store)
@@ -278,12 +313,11 @@ def test_a_split_is_exact_and_each_part_is_within_a_cent_of_its_share(amount, pa
 def test_a_loss_estimate_with_a_disaster_share_is_trued_up_against_the_final(chain):
     # Interim: G = −$5M, LSR 40 % → −$2M, half forgiven (6 of 12 months, all affected) → −$1M.
     # Final: G = −$4M → −$1.6M, no disaster → true-up −$0.6M.
-    refs = references(chain)
-    interim = dict(settlement_body(refs, 10_500_000_000, "interim"),
-                   disaster={"affected_months": 6, "affected_share_bps": 10_000})
+    interim = settlement_body(chain, 10_500_000_000, "interim",
+                              disaster={"affected_months": 6, "affected_share_bps": 10_000})
     chain.ok(PAYER, "settlement_submit", interim)
     assert chain.get(key("settlement", INTERIM))["amount_due_cents"] == -100_000_000
-    chain.ok(PAYER, "settlement_submit", settlement_body(refs, 10_400_000_000))
+    chain.ok(PAYER, "settlement_submit", settlement_body(chain, 10_400_000_000))
     final = chain.get(key("settlement", FINAL))
     assert (final["result"]["earned_cents"], final["true_up_cents"]) == (-160_000_000, -60_000_000)
 
@@ -293,7 +327,6 @@ def test_a_fixed_msr_option_and_the_wrong_program_type_are_handled():
     register_program(chain, "aco1", "mssp", {"track": "EN", "msr_option_bps": 0}, year=2022)
     register_program(chain, "cap1", "capitation", {"pmpm_cents": 1}, year=2022)
     assert chain.get(key("payment_program", "aco1"))["params"]["msr_option_bps"] == 0
-    refs = references(chain)
-    chain.ok(PAYER, "settlement_submit", settlement_body(refs, 9_990_000_000))  # r = 0.1 % ≥ MSR 0
+    chain.ok(PAYER, "settlement_submit", settlement_body(chain, 9_990_000_000))  # r = 0.1 % ≥ MSR 0
     assert chain.get(key("settlement", FINAL))["amount_due_cents"] == 7_350_000  # $100,000 × 0.75 × 0.98
-    assert chain.send(PAYER, "settlement_submit", settlement_body(refs, 1, program="cap1")).code == "unknown_program"
+    assert chain.send(PAYER, "settlement_submit", settlement_body(chain, 1, program="cap1")).code == "unknown_program"

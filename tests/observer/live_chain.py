@@ -3,10 +3,17 @@
 in a background thread so tests can drive it over HTTP like any client.
 
 The scenario registers an MSSP program (payer "cms", participants "clinic"
-60 % / "hospital" 40 %), collects both signatures, settles it (the worked
-ENHANCED case of tests/contracts/test_programs.py: $3,675,000 earned) and
-adds a few transfers so the settlement's receipt is certified. The observer
-re-verifies every header with its light client.
+60 % / "hospital" 40 %, ENHANCED, PY2022, a fixed 2 % MSR), puts on the ledger
+the records a settlement is derived from, settles it from them and adds a few
+transfers so the settlement's receipt is certified:
+
+- total cost of care: the clinic's ACO, two patients attributed by a primary-care
+  visit ($150) each, plus a $11,250 stay each → N = 2, E = $22,800 (`tcoc/…`);
+- benchmark: $12,000 per capita in each base year → B = $12,000 × 2 = $24,000;
+- quality standard: one measure at 80/100, the clinic's composite → met.
+
+S = $1,200 (5 % ≥ MSR 2 %); earned = $1,200 × 75 % × (1 − 2 %) = $882
+(`EARNED_CENTS`). The observer re-verifies every header with its light client.
 
 Before the program, governance (cms and clinic of the three voting
 organisations) replaces the validator set by the same four keys under new
@@ -20,12 +27,13 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import trio
 
-from contracts.payments.programs import program_key
-from contracts.state import key
+from contracts.payments.programs import benchmark_key
+from contracts.quality import standard_key
+from contracts.tcoc import tcoc_key
 from ledger.crypto import PrivateKey
 from ledger.hashing import sha256
 from ledger.types import Tx
@@ -43,10 +51,39 @@ YEAR = 2022
 START_TIMEOUT_S = 30
 COMMIT_TIMEOUT_S = 30
 CHECKPOINT_INTERVAL = 4
+# the settlement's ledger records (see the module docstring for the arithmetic)
+ACO_ID = "clinic-aco"
+CLINIC_TIN = "555555555"
+CLINIC_NPI = "1000000012"  # Luhn-valid over the 80840 prefix
+PCP_TAXONOMY = "207Q00000X"  # family medicine
+MEASURE_ID, COMPOSITE_ID = "bp-control", "aco-quality"
+QUALITY_NUMERATOR = 80  # of 100: score 80 %
+PATIENTS = ("ann", "bob")
+PERIOD_START, PERIOD_END = YEAR * 10_000 + 101, YEAR * 10_000 + 1231
+SERVICE_DATE = YEAR * 10_000 + 310
+LICENCE_EXPIRES_MS = 4_102_444_800_000  # 2100-01-01
+VISIT_CENTS, STAY_CENTS = 15_000, 1_125_000  # $11,400 per patient
+BENCHMARK_PER_CAPITA_CENTS = 1_200_000
+MSR_OPTION_BPS = 200  # a fixed 2 % MSR/MLR elected at registration (two patients are below the MSR table)
+TCOC_KEY = tcoc_key(PROGRAM_ID, ACO_ID, PERIOD_START, PERIOD_END)
+EARNED_CENTS = 88_200  # S = $24,000 − $22,800 = $1,200 × 75 % × (1 − 2 % sequestration)
 
 
 def _key(label: str) -> PrivateKey:
     return PrivateKey(sha256(b"observer-test:" + label.encode()))
+
+
+def _pseudonym(label: str) -> bytes:
+    """A stand-in for a random patient pseudonym (tests only)."""
+    return sha256(b"observer-test/patient:" + label.encode())[:16]
+
+
+def _patient_id(pseudonym: bytes) -> str:
+    return "pt-" + pseudonym.hex()
+
+
+def _commitment(label: str) -> bytes:
+    return sha256(b"observer-test/salt:" + label.encode())
 
 
 PAYER, CLINIC, HOSPITAL = _key("payer"), _key("clinic"), _key("hospital")
@@ -127,13 +164,87 @@ async def _run(chain: LiveChain, tmp: str) -> None:
 
 
 async def _submit_and_wait(runtimes: list[NodeRuntime], txs: list[Tx]) -> None:
+    """Submit `txs` (independent of each other, or one sender's in nonce order), wait
+    until all are committed, and raise if any of them failed."""
     primary = runtimes[0]
     for tx in txs:
         await primary.submit_tx(tx.encode())
-    with trio.fail_after(COMMIT_TIMEOUT_S):
+    with trio.move_on_after(COMMIT_TIMEOUT_S):
         for tx in txs:
             while primary.store.tx_location(tx.hash) is None:
                 await primary.driver.committed.wait()
+    missing = [tx.type for tx in txs if primary.store.tx_location(tx.hash) is None]
+    if missing:
+        raise AssertionError("not committed within %d s: %s" % (COMMIT_TIMEOUT_S, ", ".join(missing)))
+    for tx in txs:
+        receipt = primary.tx(tx.hash)["receipt"]
+        if not receipt["ok"]:
+            raise AssertionError("%s failed: %s" % (tx.type, receipt))
+
+
+def _settlement_records(tx: Callable[[PrivateKey, str, dict[str, Any]], Tx]) -> Iterator[list[Tx]]:
+    """The transactions that put on the ledger every record the settlement cites: the
+    closed total cost of care of the clinic's ACO (from claims and an attribution run),
+    the program's benchmark and its quality standard.
+
+    In stages, each made only when the previous one is committed (`tx` numbers each
+    sender's nonces as it signs); a stage's txs are independent of each other or one
+    sender's, in nonce order.
+    """
+    window = {"program": PROGRAM_ID, "aco_id": ACO_ID, "period_start": PERIOD_START, "period_end": PERIOD_END}
+    year = str(YEAR)
+    patients = [_patient_id(_pseudonym(label)) for label in PATIENTS]
+    yield [
+        tx(CLINIC, "tin_register", {"tin": CLINIC_TIN, "name": "Clinic practice"}),
+        tx(CLINIC, "provider_register", {"npi": CLINIC_NPI, "entity": "individual", "name": "Dr Clinic",
+                                         "taxonomies": [PCP_TAXONOMY], "primary_taxonomy": PCP_TAXONOMY}),
+        tx(PAYER, "program_create", {"program_id": PROGRAM_ID, "name": "MSSP ACO 1"}),
+        *[tx(PAYER, "patient_register", {"patient": patient, "agents": []}) for patient in patients],
+        tx(PAYER, "measure_define", {
+            "measure_id": MEASURE_ID, "scoring": "proportion", "domain": "chronic", "weight": 1, "inverse": False,
+            "criteria": _commitment(MEASURE_ID), "populations": ["initial_population", "denominator", "numerator"]}),
+        tx(PAYER, "composite_define", {"composite_id": COMPOSITE_ID, "measures": [MEASURE_ID],
+                                       "domain_weights": {"chronic": 1}}),
+    ]
+    yield [
+        tx(PAYER, "credential_issue", {
+            "credential_id": "lic-1", "npi": CLINIC_NPI, "kind": "licence", "valid_from_ms": 0,
+            "expires_at_ms": LICENCE_EXPIRES_MS, "document_commitment": _commitment("lic-1"), "jurisdiction": "CA"}),
+        *[tx(PAYER, "coverage_enroll", {"patient": patient, "months": list(range(YEAR * 100 + 1, YEAR * 100 + 13)),
+                                        "part_a": True, "part_b": True, "advantage": False}) for patient in patients],
+        tx(PAYER, "quality_result_submit", {
+            "measure_id": MEASURE_ID, "program": PROGRAM_ID, "period": year, "provider": "clinic",
+            "counts": {"initial_population": 100, "denominator": 100, "numerator": QUALITY_NUMERATOR},
+            "document": _commitment("clinic-" + MEASURE_ID)}),
+        tx(PAYER, "composite_compute", {"composite_id": COMPOSITE_ID, "program": PROGRAM_ID, "period": year,
+                                        "provider": "clinic"}),
+        tx(PAYER, "quality_benchmark_compute", {"measure_id": MEASURE_ID, "program": PROGRAM_ID, "period": year}),
+        tx(CLINIC, "aco_register", {"program_id": PROGRAM_ID, "aco_id": ACO_ID, "name": "Clinic ACO"}),
+        tx(CLINIC, "aco_add_participant", {"program_id": PROGRAM_ID, "aco_id": ACO_ID, "tin": CLINIC_TIN,
+                                           "npis": [CLINIC_NPI]}),
+    ]
+    claims = []
+    for label in PATIENTS:
+        for claim_id, kind, line in (
+                (label + "-visit", "professional", {"hcpcs": "99213", "allowed_cents": VISIT_CENTS}),
+                (label + "-stay", "inpatient", {"hcpcs": None, "revenue_code": "0120", "allowed_cents": STAY_CENTS})):
+            claims.append(tx(PAYER, "claim_submit", {
+                "claim_id": claim_id, "kind": kind, "patient": _pseudonym(label), "billing_tin": CLINIC_TIN,
+                "billing_npi": CLINIC_NPI, "rendering_npi": CLINIC_NPI, "from_date": SERVICE_DATE,
+                "through_date": SERVICE_DATE, "diagnoses": [], "document": _commitment(claim_id),
+                "lines": [dict(line, service_date=SERVICE_DATE, paid_cents=line["allowed_cents"])]}))
+    yield claims
+    yield [
+        tx(PAYER, "attribution_run", {"program_id": PROGRAM_ID, "run_id": "py%d" % YEAR, "period_start": PERIOD_START,
+                                      "period_end": PERIOD_END, "patients": patients}),
+        tx(PAYER, "tcoc_open", dict(window, truncation_cents=None)),
+        tx(PAYER, "tcoc_accumulate", dict(window, cursor=0, limit=len(patients))),
+        tx(PAYER, "tcoc_close", window),
+        tx(PAYER, "benchmark_set", {"program_id": PROGRAM_ID, "by_per_capita_cents": [BENCHMARK_PER_CAPITA_CENTS] * 3,
+                                    "regional_adjustment_cents": 0, "update_factor": [1, 1]}),
+        tx(PAYER, "quality_standard_assess", {"program_id": PROGRAM_ID, "composite_id": COMPOSITE_ID,
+                                              "provider": "clinic"}),
+    ]
 
 
 async def _scenario(chain: LiveChain, runtimes: list[NodeRuntime]) -> None:
@@ -157,10 +268,13 @@ async def _scenario(chain: LiveChain, runtimes: list[NodeRuntime]) -> None:
         await _submit_and_wait(runtimes, [tx(HOSPITAL, "transfer", {"to": CLINIC.public_key, "amount": 1})])
 
     await _submit_and_wait(runtimes, [tx(PAYER, "program_register", {
-        "program_id": PROGRAM_ID, "type": "mssp", "performance_year": YEAR, "params": {"track": "EN"},
+        "program_id": PROGRAM_ID, "type": "mssp", "performance_year": YEAR,
+        "params": {"track": "EN", "msr_option_bps": MSR_OPTION_BPS},
         "participants": [["clinic", 6_000], ["hospital", 4_000]]})])
     await _submit_and_wait(runtimes, [tx(CLINIC, "program_sign", {"program_id": PROGRAM_ID}),
                                       tx(HOSPITAL, "program_sign", {"program_id": PROGRAM_ID})])
+    for stage in _settlement_records(tx):
+        await _submit_and_wait(runtimes, stage)
     state = runtimes[0].executor
 
     def ref(record_key: bytes) -> dict[str, Any]:
@@ -168,28 +282,25 @@ async def _scenario(chain: LiveChain, runtimes: list[NodeRuntime]) -> None:
         assert stored is not None, record_key
         return {"key": record_key.decode(), "hash": sha256(stored)}
 
-    refs = {name: ref(record) for name, record in (
-        ("benchmark", key("org", "cms")), ("expenditures", key("org", "clinic")),
-        ("assigned", key("org", "hospital")), ("quality", program_key(PROGRAM_ID)))}
     settle = tx(PAYER, "settlement_submit", {
-        "program_id": PROGRAM_ID, "stage": "final", "benchmark_cents": 10_000_000_000,
-        "benchmark_ref": refs["benchmark"], "expenditures_cents": 9_500_000_000,
-        "expenditures_ref": refs["expenditures"], "assigned_beneficiaries": 20_000,
-        "assigned_ref": refs["assigned"], "quality": {"score_bps": 8_000, "met_standard": True},
-        "quality_ref": refs["quality"]})
+        "program_id": PROGRAM_ID, "stage": "final", "tcoc_ref": ref(TCOC_KEY),
+        "benchmark_ref": ref(benchmark_key(PROGRAM_ID, YEAR)), "quality_ref": ref(standard_key(PROGRAM_ID, YEAR))})
     await _submit_and_wait(runtimes, [settle])
     chain.settlement_tx = settle.hash.hex()
     transfer = tx(CLINIC, "transfer", {"to": HOSPITAL.public_key, "amount": 5})
     await _submit_and_wait(runtimes, [transfer])
     await _submit_and_wait(runtimes, [tx(HOSPITAL, "transfer", {"to": CLINIC.public_key, "amount": 1})])
     chain.transfer_tx = transfer.hash.hex()
-    receipt = runtimes[0].tx(settle.hash)["receipt"]
-    if not receipt["ok"]:
-        raise AssertionError("settlement failed: %s" % receipt)
     # the observer has executed and verified everything the validators committed
     target = runtimes[0].store.height
     with trio.fail_after(COMMIT_TIMEOUT_S):
         await runtimes[4].wait_for_height(target)
+
+
+def flip_hex_digit(text: str, position: int) -> str:
+    """`text` with the hex digit at `position` changed (one altered byte, for tamper tests)."""
+    digit = text[position]
+    return text[:position] + ("0" if digit != "0" else "1") + text[position + 1:]
 
 
 def start_live_chain(tmp: str) -> LiveChain:

@@ -10,12 +10,11 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from live_chain import PROGRAM_ID, LiveChain
+from live_chain import EARNED_CENTS, PROGRAM_ID, LiveChain, flip_hex_digit
 from node.audit import AuditError, export_package, load_package, save_package, verify_package
 from node.cli import cli
 
 SETTLEMENT_ID = "aco1/mssp/2022/final"
-EARNED_CENTS = 367_500_000  # $5M savings × 75 % × (1 − 2 % sequestration)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +49,7 @@ def test_the_cli_exports_and_verifies_a_package_and_prints_both_settlements(live
     assert exported.exit_code == 0, exported.output
     checked = runner.invoke(cli, ["audit", "verify", out, "--genesis", live_chain.genesis_file])
     assert checked.exit_code == 0, checked.output
-    assert "earned_cents" in checked.output and "367500000" in checked.output
+    assert "earned_cents" in checked.output and str(EARNED_CENTS) in checked.output
     assert "verified: the recorded settlement matches its proven inputs" in checked.output
 
 
@@ -62,11 +61,6 @@ def test_a_package_verifies_from_a_waypoint_on_its_anchor(package: dict[str, Any
 
     report = verify_package(package, genesis_from_json(package["genesis"]), "%d:%s" % (anchor.height, anchor.hash.hex()))
     assert report.matches and report.trusted_from.startswith("waypoint")
-
-
-def _flip_hex_digit(text: str, position: int) -> str:
-    digit = text[position]
-    return text[:position] + ("0" if digit != "0" else "1") + text[position + 1:]
 
 
 @pytest.mark.parametrize("where, reason", [
@@ -85,7 +79,7 @@ def test_one_changed_byte_makes_the_package_fail_with_a_reason(
     for step in where[:-1]:
         holder = holder[step]
     text = holder[where[-1]]
-    holder[where[-1]] = _flip_hex_digit(text, len(text) // 2)
+    holder[where[-1]] = flip_hex_digit(text, len(text) // 2)
     with pytest.raises(AuditError) as failure:
         verify_package(load_package(_write(tmp_path, tampered)), live_chain.genesis)
     assert reason in str(failure.value)

@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 import node.cli
-from live_chain import LiveChain
+import node.observer
+from live_chain import EARNED_CENTS, LiveChain, flip_hex_digit
 from node.cli import cli
 
 
@@ -62,7 +63,7 @@ def test_query_key_prove_verifies_against_the_observer(live_chain: LiveChain) ->
     result = run("query", "--node", live_chain.observer_url, "settlement/aco1/mssp/2022/final", "--prove",
                  "--genesis", live_chain.genesis_file)
     assert result.exit_code == 0, result.output
-    assert '"amount_due_cents": 367500000' in result.output
+    assert '"amount_due_cents": %d' % EARNED_CENTS in result.output
     assert result.output.strip().splitlines()[-1].startswith("verified at height")
 
 
@@ -123,3 +124,84 @@ def test_the_explorer_page_and_its_assets_are_served_locally(live_chain: LiveCha
     assert "http://" not in page.text and "https://" not in page.text  # no CDN
     assert httpx.get(live_chain.observer_url + "/static/explorer.js", timeout=5).status_code == 200
     assert httpx.get(live_chain.observer_url + "/static/..%2Fnode.py", timeout=5).status_code == 404
+
+
+# ------------------------------------------------ query --prove --waypoint
+
+
+SETTLEMENT_KEY = "settlement/aco1/mssp/2022/final"
+
+
+def _waypoint(live_chain: LiveChain, height: int) -> str:
+    """`H:HASH` of the observer's certified header at `height` (what a regulator gets out of band)."""
+    from ledger.types import Header
+
+    commit = httpx.get("%s/commit/%d" % (live_chain.observer_url, height), timeout=5).json()
+    return "%d:%s" % (height, Header.decode(bytes.fromhex(commit["encoded_header"])).hash.hex())
+
+
+def _tip(live_chain: LiveChain) -> int:
+    return int(httpx.get(live_chain.observer_url + "/status", timeout=5).json()["height"])
+
+
+@pytest.mark.parametrize("where", ["first", "handover", "before-tip", "tip"])
+def test_query_key_prove_verifies_from_a_waypoint(live_chain: LiveChain, where: str) -> None:
+    # before the hand-over (follows it), on it (hands over itself), after it, and the answer's own header
+    tip = _tip(live_chain)
+    height = {"first": 1, "handover": live_chain.handover_height, "before-tip": tip - 1, "tip": tip}[where]
+    result = run("query", "--node", live_chain.observer_url, SETTLEMENT_KEY, "--prove",
+                 "--waypoint", _waypoint(live_chain, height))
+    assert result.exit_code == 0, result.output
+    assert '"amount_due_cents": %d' % EARNED_CENTS in result.output
+    assert result.output.strip().splitlines()[-1].startswith("verified at height")
+    assert "warning" not in result.output  # no genesis is fetched or trusted
+
+
+def test_a_waypoint_with_a_wrong_hash_is_refused(live_chain: LiveChain) -> None:
+    height, digest = _waypoint(live_chain, _tip(live_chain) - 1).split(":")
+    wrong = "%s:%s" % (height, flip_hex_digit(digest, 10))
+    result = run("query", "--node", live_chain.observer_url, SETTLEMENT_KEY, "--prove", "--waypoint", wrong)
+    assert result.exit_code == 1
+    assert "waypoint %s NOT trusted" % wrong in result.output and "does not match the waypoint" in result.output
+    assert "amount_due_cents" not in result.output  # nothing is shown from an untrusted root
+
+
+def test_a_waypoint_with_a_wrong_height_is_refused(live_chain: LiveChain) -> None:
+    tip = _tip(live_chain)
+    _, digest = _waypoint(live_chain, tip - 1).split(":")
+    result = run("query", "--node", live_chain.observer_url, SETTLEMENT_KEY, "--prove",
+                 "--waypoint", "%d:%s" % (tip - 2, digest))
+    assert result.exit_code == 1 and "does not match the waypoint" in result.output
+    result = run("query", "--node", live_chain.observer_url, SETTLEMENT_KEY, "--prove",
+                 "--waypoint", "%d:%s" % (tip + 1000, digest))
+    assert result.exit_code == 1
+    assert "no certified header at the waypoint's height %d" % (tip + 1000) in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--prove", "--waypoint", "WAYPOINT", "--genesis", "GENESIS"], "mutually exclusive"),
+    (["--waypoint", "WAYPOINT"], "add --prove"),
+    (["--prove", "--waypoint", "12"], "<height>:<hex header hash>"),
+    (["--prove", "--waypoint", "12:zz"], "hex"),
+])
+def test_bad_waypoint_usage_is_a_usage_error(live_chain: LiveChain, args: list[str], message: str) -> None:
+    filled = [{"WAYPOINT": _waypoint(live_chain, 1), "GENESIS": live_chain.genesis_file}.get(a, a) for a in args]
+    result = run("query", "--node", live_chain.observer_url, SETTLEMENT_KEY, *filled)
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_past_the_trusting_period_genesis_fails_and_a_fresh_waypoint_verifies(monkeypatch: Any,
+                                                                              live_chain: LiveChain) -> None:
+    from ledger.light import DEFAULT_TRUSTING_PERIOD_MS
+
+    # one millisecond past two weeks after genesis: every header (made after genesis) is younger than that
+    monkeypatch.setattr(node.observer, "wall_clock_ms",
+                        lambda: live_chain.genesis.genesis_time_ms + DEFAULT_TRUSTING_PERIOD_MS + 1)
+    expired = run("query", "--node", live_chain.observer_url, SETTLEMENT_KEY, "--prove",
+                  "--genesis", live_chain.genesis_file)
+    assert expired.exit_code == 1
+    assert "proof NOT verified: Expired" in expired.output and "--waypoint" in expired.output
+    fresh = run("query", "--node", live_chain.observer_url, SETTLEMENT_KEY, "--prove",
+                "--waypoint", _waypoint(live_chain, _tip(live_chain) - 1))
+    assert fresh.exit_code == 0, fresh.output
+    assert fresh.output.strip().splitlines()[-1].startswith("verified at height")
