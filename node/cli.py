@@ -620,7 +620,7 @@ def verify_state_answer(answer: dict[str, Any], key: bytes, light: Any, client: 
     when the node cannot serve what is needed.
     """
     from ledger.types import Header
-    from node.observer import _fetch, follow_to_header, wall_clock_ms
+    from node.observer import _fetch, verify_cited_header, wall_clock_ms
 
     height = int(answer["height"])
     if not answer.get("header") or not answer.get("certificate"):
@@ -633,16 +633,24 @@ def verify_state_answer(answer: dict[str, Any], key: bytes, light: Any, client: 
     if header.height != height + 1:
         raise ValueError("header %d does not commit the state after height %d" % (header.height, height))
     now = wall_clock_ms() if now_ms is None else now_ms
-    trusted = light.trusted.height
-    if header.height < trusted and light.verified_header(header.height) is None:
-        # below the waypoint: header H's history (blocks 1..H-1) includes it
-        path = _fetch(client, "/history/inclusion?height=%d&size=%d" % (header.height, trusted - 1))["proof"]
-        verified = light.verify_past_header(header, [bytes.fromhex(p) for p in path])
-    else:
-        verified = follow_to_header(light, lambda path: _fetch(client, path), header,
-                                    bytes.fromhex(answer["certificate"]), now)
+    verified = verify_cited_header(light, lambda path: _fetch(client, path), header,
+                                   bytes.fromhex(answer["certificate"]), now)
     light.verify_state(verified, key, value, bytes.fromhex(answer["proof"]))
     return height
+
+
+def _trusted_light_client(client: Any, genesis_file: str | None, waypoint: Any, home: str) -> Any:
+    """The light client for --prove: from `waypoint` when given (exits 1 when the
+    node cannot show that header with a quorum), else from the trusted genesis."""
+    from node.observer import QueryError
+
+    if waypoint is None:
+        return genesis_light_client(_trusted_genesis(client, genesis_file, home))
+    try:
+        return waypoint_light_client(client, waypoint)
+    except (LedgerError, QueryError, ValueError, KeyError, TypeError, IndexError) as exc:
+        _fail("waypoint %s NOT trusted: %s" % (waypoint, _why_not_verified(exc)))
+        raise  # not reached: _fail exits
 
 
 def _why_not_verified(exc: Exception) -> str:
@@ -690,9 +698,7 @@ def query(node_url: str, key: str | None, key_is_hex: bool, tx_hash: str | None,
         raise click.UsageError("--waypoint is a root of trust for --prove; add --prove")
     waypoint = _parse_waypoint(waypoint_text)
     if tx_hash is not None:  # [observer] --tx: node/observer.py verifies the answer
-        if waypoint is not None:
-            raise click.UsageError("--waypoint works with KEY queries; --tx --prove still trusts genesis")
-        _query_tx(node_url, tx_hash, prove, genesis_file, home)
+        _query_tx(node_url, tx_hash, prove, genesis_file, waypoint, home)
         return
     if key is None:
         raise click.UsageError("give a KEY or --tx HASH")
@@ -707,15 +713,7 @@ def query(node_url: str, key: str | None, key_is_hex: bool, tx_hash: str | None,
 
     failures = (LedgerError, QueryError, ValueError, KeyError, TypeError, IndexError)
     with http_client(node_url) as client:
-        light = None
-        if waypoint is not None:
-            try:
-                light = waypoint_light_client(client, waypoint)
-            except failures as exc:
-                _fail("waypoint %s NOT trusted: %s" % (waypoint, _why_not_verified(exc)))
-                return
-        elif prove:
-            light = genesis_light_client(_trusted_genesis(client, genesis_file, home))
+        light = _trusted_light_client(client, genesis_file, waypoint, home) if prove else None
         answer = _get_json(client, "/state/%s%s" % (raw_key.hex(), "?prove=true" if prove else ""))
         value_hex = answer.get("value")
         if value_hex is None:
@@ -751,7 +749,8 @@ def _trusted_genesis(client: Any, genesis_file: str | None, home: str) -> Genesi
     return genesis_from_json(_get_json(client, "/genesis"))
 
 
-def _query_tx(node_url: str, tx_hash: str, prove: bool, genesis_file: str | None, home: str) -> None:
+def _query_tx(node_url: str, tx_hash: str, prove: bool, genesis_file: str | None, waypoint: Any,
+              home: str) -> None:
     from node.observer import QueryError, verify_tx_answer
 
     if len(tx_hash) != 64 or any(c not in "0123456789abcdefABCDEF" for c in tx_hash):
@@ -761,9 +760,9 @@ def _query_tx(node_url: str, tx_hash: str, prove: bool, genesis_file: str | None
         if not prove:
             click.echo(json.dumps(answer))
             return
-        genesis = _trusted_genesis(client, genesis_file, home)
+        light = _trusted_light_client(client, genesis_file, waypoint, home)
         try:
-            proven = verify_tx_answer(client, answer, genesis)
+            proven = verify_tx_answer(client, answer, light)
         except QueryError as exc:
             _fail("proof NOT verified: %s" % exc)
             return

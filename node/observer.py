@@ -388,15 +388,38 @@ def follow_to_header(light: LightClient, fetch: Callable[[str], Any], header: An
     return light.verify_header(head, certificate, now_ms, proof)
 
 
-def verify_tx_answer(client: Any, answer: dict[str, Any], genesis: Any, now_ms: int | None = None) -> dict[str, Any]:
-    """Check a `/tx/<hash>?prove=true` answer with a light client trusted from `genesis`.
+def verify_cited_header(light: LightClient, fetch: Callable[[str], Any], header: Any, certificate: Any,
+                        now_ms: int) -> Any:
+    """Verify a header an answer cites, wherever it lies relative to the root of trust.
+
+    At or above the trusted head: `follow_to_header`. Below a waypoint (a root
+    of trust that is not genesis): the header's inclusion in the waypoint
+    header's history (blocks 1..H−1), fetched with `fetch`. Returns the
+    verified Header; raises what the light client or `fetch` raises.
+    """
+    from ledger.types import Header
+
+    head = header if isinstance(header, Header) else Header.decode(header)
+    trusted = light.trusted.height
+    if head.height < trusted and light.verified_header(head.height) is None:
+        path = fetch("/history/inclusion?height=%d&size=%d" % (head.height, trusted - 1))["proof"]
+        return light.verify_past_header(head, [bytes.fromhex(p) for p in path])
+    return follow_to_header(light, fetch, head, certificate, now_ms)
+
+
+def verify_tx_answer(client: Any, answer: dict[str, Any], light: LightClient,
+                     now_ms: int | None = None) -> dict[str, Any]:
+    """Check a `/tx/<hash>?prove=true` answer with `light` (a light client
+    trusted from genesis or from a waypoint).
 
     Follows the validator-set changes the node lists up to header h
-    (`/light/epoch-changes`), verifies header h, the tx's inclusion in its
-    `tx_root`, then — when the answer has it — header h+1 through the history
-    proofs fetched from `client` and the receipt in its `receipts_root`
-    pinned to the tx hash. Returns {"height", "tx": Tx, "receipt": wire or None}.
-    Raises QueryError.
+    (`/light/epoch-changes`), verifies header h (by history inclusion when it
+    lies below a waypoint), the tx's inclusion in its `tx_root`, then — when
+    the answer has it — header h+1 the same way and the receipt in its
+    `receipts_root` pinned to the tx hash. Returns {"height", "tx": Tx,
+    "receipt": wire or None}. Raises QueryError (a LightClientError's name
+    and message when a check failed; Expired: the root of trust is older than
+    the trusting period).
     """
 
     def fetch(path: str) -> Any:
@@ -408,9 +431,8 @@ def verify_tx_answer(client: Any, answer: dict[str, Any], genesis: Any, now_ms: 
         if not isinstance(proof, dict):
             raise QueryError("the node sent no proof (status %s)" % answer.get("status"))
         now = wall_clock_ms() if now_ms is None else now_ms
-        light = LightClient.from_genesis(genesis.chain_id, genesis.validator_set(), genesis.genesis_time_ms)
-        header = follow_to_header(light, fetch, bytes.fromhex(proof["header"]), bytes.fromhex(proof["certificate"]),
-                                  now)
+        header = verify_cited_header(light, fetch, bytes.fromhex(proof["header"]),
+                                     bytes.fromhex(proof["certificate"]), now)
         tx = light.verify_tx_inclusion(header, bytes.fromhex(proof["tx"]), proof["index"], proof["size"],
                                        [bytes.fromhex(p) for p in proof["proof"]])
         if tx.hash != tx_hash:
@@ -418,8 +440,8 @@ def verify_tx_answer(client: Any, answer: dict[str, Any], genesis: Any, now_ms: 
         receipt_wire = None
         part = proof.get("receipt")
         if part:
-            following = follow_to_header(light, fetch, bytes.fromhex(part["header"]),
-                                         bytes.fromhex(part["certificate"]), now)
+            following = verify_cited_header(light, fetch, bytes.fromhex(part["header"]),
+                                            bytes.fromhex(part["certificate"]), now)
             if following.height != header.height + 1:
                 raise QueryError("the receipt's header is %d, not %d" % (following.height, header.height + 1))
             receipt_bytes = bytes.fromhex(part["receipt"])

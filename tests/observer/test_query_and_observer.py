@@ -205,3 +205,31 @@ def test_past_the_trusting_period_genesis_fails_and_a_fresh_waypoint_verifies(mo
                 "--waypoint", _waypoint(live_chain, _tip(live_chain) - 1))
     assert fresh.exit_code == 0, fresh.output
     assert fresh.output.strip().splitlines()[-1].startswith("verified at height")
+
+
+def _tx_height(live_chain: LiveChain, tx_hash: str) -> int:
+    return int(httpx.get("%s/tx/%s" % (live_chain.observer_url, tx_hash), timeout=5).json()["height"])
+
+
+@pytest.mark.parametrize("where", ["first", "below-the-tx", "at-the-tx", "tip"])
+def test_query_tx_prove_verifies_from_a_waypoint(live_chain: LiveChain, where: str) -> None:
+    # A waypoint below the tx's block follows the chain forward to it; one above it
+    # proves the tx's header (and the receipt's) by inclusion in the waypoint's history.
+    tx_height = _tx_height(live_chain, live_chain.settlement_tx)
+    height = {"first": 1, "below-the-tx": tx_height - 1, "at-the-tx": tx_height, "tip": _tip(live_chain)}[where]
+    result = run("query", "--node", live_chain.observer_url, "--tx", live_chain.settlement_tx, "--prove",
+                 "--waypoint", _waypoint(live_chain, height))
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert json.loads(lines[0])["receipt"]["ok"] is True
+    assert lines[-1] == "verified at height %d" % tx_height
+    assert "warning" not in result.output
+
+
+def test_query_tx_prove_with_a_wrong_waypoint_shows_nothing(live_chain: LiveChain) -> None:
+    height, digest = _waypoint(live_chain, _tip(live_chain)).split(":")
+    wrong = "%s:%s" % (height, flip_hex_digit(digest, 3))
+    result = run("query", "--node", live_chain.observer_url, "--tx", live_chain.settlement_tx, "--prove",
+                 "--waypoint", wrong)
+    assert result.exit_code == 1 and "waypoint %s NOT trusted" % wrong in result.output
+    assert "settlement_submit" not in result.output
