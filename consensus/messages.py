@@ -23,7 +23,7 @@ malformed; it does not check signatures (`verify_signature` does).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ledger import codec
@@ -195,13 +195,55 @@ def checkpoint_digest(height: int, block_hash: bytes, app_hash: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class PreparedCertificate:
-    """A proposal plus quorum−1 PREPAREs for it from other validators (PBFT's P set entry)."""
+    """A proposal plus quorum−1 PREPAREs for it from other validators (PBFT's P set entry).
+
+    `proposal_data` optionally holds the signed proposal's wire bytes
+    (`proposal.encode()`, e.g. as received: the codec only accepts canonical
+    bytes, so they are the same). `encoded_parts` uses them, so a replica that
+    persists its certificate on every flush does not re-walk a whole block
+    through the canonical encoder each time. Not part of equality.
+    """
 
     proposal: Proposal
     prepares: tuple[Prepare, ...]
+    proposal_data: bytes = field(default=b"", compare=False, repr=False)
 
     def to_wire(self) -> list[Any]:
         return [self.proposal.to_wire(), [p.to_wire() for p in self.prepares]]
+
+    def encoded_parts(self) -> tuple[bytes, list[bytes]]:
+        """(signed proposal bytes, [signed PREPARE bytes]): O(prepares) once the
+        proposal bytes are known (computed once and kept otherwise)."""
+        data = self.proposal_data
+        if not data:
+            data = self.proposal.encode()
+            object.__setattr__(self, "proposal_data", data)  # a cache: equality ignores it
+        return data, [p.encode() for p in self.prepares]
+
+    @classmethod
+    def from_parts(cls, proposal_data: Any, prepares: Any) -> "PreparedCertificate":
+        """Inverse of `encoded_parts`; raises DecodeError/ValidationError."""
+        if not isinstance(proposal_data, bytes):
+            raise DecodeError("prepared proposal must be bytes")
+        items = _list(prepares, "prepares")
+        if len(items) > 256:
+            raise ValidationError("too many prepares")
+        votes = []
+        for item in items:
+            if not isinstance(item, bytes):
+                raise DecodeError("prepare must be bytes")
+            wire = _list(codec.decode(item), "prepare")
+            if wire and wire[0] != TAG_PREPARE:
+                raise DecodeError("not a prepare")
+            votes.append(Prepare.from_wire(wire))
+        wire = _list(codec.decode(proposal_data), "proposal")
+        if wire and wire[0] != TAG_PROPOSAL:
+            raise DecodeError("not a proposal")
+        proposal = Proposal.from_wire(wire)
+        for vote in votes:
+            if (vote.view, vote.height, vote.block_hash) != (proposal.view, proposal.height, proposal.block_hash):
+                raise ValidationError("a prepare does not match its prepared proposal")
+        return cls(proposal, tuple(votes), proposal_data)
 
     @classmethod
     def from_wire(cls, w: Any) -> "PreparedCertificate":

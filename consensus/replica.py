@@ -19,6 +19,9 @@ Rules (Castro & Liskov, OSDI'99, adapted to a chain of blocks; "§" cites the pa
   messages are buffered rather than dropped (a replica slightly behind keeps
   them), and a valid message beyond W triggers catch-up. This is the safe
   choice; the throughput lever is batching (B txs or T ms per block).
+  True pipelining (W heights voted at once) needs a chain-format lag L ≥ W
+  (header h carries the results of h−L) and the per-height rules listed in
+  README "Known limits"; it is designed, not implemented.
 - Checkpoints (§4.3): after executing a multiple of K, a validator signs
   CHECKPOINT(h, digest(h, block hash, app hash)); a quorum makes it stable
   and logs (evidence bookkeeping, checkpoint votes, guard records) at or below
@@ -46,6 +49,10 @@ Rules (Castro & Liskov, OSDI'99, adapted to a chain of blocks; "§" cites the pa
 - Catch-up: certified blocks (`Decided` replies, `BlocksFetched`) are verified
   (certificate with the quorum, hash chain, tx root, our own execution
   results) and committed one height at a time, never by replaying votes.
+  A late slot message makes us answer its sender with Decided blocks only
+  when the sender is really behind: the message is two or more heights old,
+  or we saw it before (a retransmission, a restart's re-send, an idle
+  beacon); a first late vote for our last height is the steady state.
   A replica fetches when it sees a quorum ahead: a message beyond its window,
   f+1 distinct validators' messages above its slot (one of them is honest and
   committed the slot; checked when the progress timer fires, so a replica only
@@ -199,6 +206,7 @@ class Replica:
         self.first_seen: dict[tuple[bytes, str, int, int], tuple[bytes, bytes]] = {}
         self.evidence_keys: set[tuple[bytes, str, int, int]] = set()
         self.replied: set[tuple[bytes, str, int]] = set()
+        self.late_seen: set[tuple[bytes, str, int, int]] = set()  # late slot messages seen once
         self.ahead_height = 0
         self.ahead_peer: bytes | None = None
         self.ahead_senders: dict[bytes, int] = {}  # validator → height it showed it committed
@@ -442,8 +450,15 @@ class Replica:
         slot = self.committed + 1
         if height < slot:
             self._check_signed(msg, height)
-            self._reply_decided(msg.sender, height)
-            if isinstance(msg, CommitVote):
+            # Answer with whole Decided blocks only a peer that is really behind:
+            # its message is two or more heights old, or it sent this one before
+            # (a retransmission, a restart's re-send or an idle beacon: it is
+            # stuck). A first late vote for the height we just committed is the
+            # steady state (the sender commits it from the same votes we did).
+            repeat = self._seen_late(msg)
+            if height < self.committed or repeat:
+                self._reply_decided(msg.sender, height)
+            if isinstance(msg, CommitVote) and (height + 1 < self.committed or repeat):
                 self._reply_decided(msg.sender, height + 1)
             raise MessageError("old-height")
         if height > slot:
@@ -504,6 +519,17 @@ class Replica:
         if m.block_hash not in self.valid_blocks and len(votes) >= self._quorum(m.height):
             self._note_ahead(m.sender, m.height)  # decided elsewhere, block unknown: fetch it
             self._start_fetch()
+
+    def _seen_late(self, msg: Any) -> bool:
+        """Whether this signed slot message (sender, kind, view, height) reached
+        us before, in its slot or late; remembers a late one."""
+        key = (msg.sender, msg.KIND, msg.view, msg.height)
+        if key in self.first_seen or key in self.late_seen:
+            return True
+        if len(self.late_seen) >= MAX_REPLIED:
+            self.late_seen.clear()
+        self.late_seen.add(key)
+        return False
 
     def _note_ahead(self, peer: bytes, height: int) -> None:
         if height > self.committed and height >= self.ahead_height:
@@ -658,7 +684,10 @@ class Replica:
             # §4.2 prepared(m, v, n, i): pre-prepare + quorum−1 matching prepares
             votes = self.prepares.get((view, p.block_hash), {})
             if len(votes) >= self._quorum(height) - 1 and ("commit", view, height) not in self.signed:
-                cert = PreparedCertificate(p, tuple(sorted(votes.values(), key=lambda m: m.sender)))
+                # the proposal's signed bytes ride along: persisting the
+                # certificate on every flush then costs O(votes), not O(txs)
+                cert = PreparedCertificate(p, tuple(sorted(votes.values(), key=lambda m: m.sender)),
+                                           self.proposal_bytes.get(view, b""))
                 if (self.prepared is None or self.prepared.proposal.height != height
                         or self.prepared.proposal.view < view):
                     self.prepared = cert
@@ -1292,6 +1321,7 @@ class Replica:
             del self.own_checkpoints[h]
         self.first_seen = {k: v for k, v in self.first_seen.items() if k[3] > height or k[3] == 0}
         self.evidence_keys = {k for k in self.evidence_keys if k[3] > height or k[3] == 0}
+        self.late_seen = {k for k in self.late_seen if k[3] > height}
 
     # -------------------------------------------------------------- catch-up
 

@@ -317,3 +317,57 @@ def test_the_committed_duplicate_window_is_k_blocks_before_and_after_a_restart()
                    receipts_root=b"\x00" * 32, certificate=cert,
                    recent_txs=((7, (tx(7).hash,)), (8, (tx(8).hash,)), (9, (tx(9).hash,))))
     assert Replica(config(), KEYS[1], last_commit=old).committed_txs == {tx(8).hash: 8, tx(9).hash: 9}
+
+
+# --- late votes: answer only peers that are really behind --------------------
+
+def _committed_at_1():  # type: ignore[no-untyped-def]
+    """Replica 2 commits X at height 1 from proposal, a PREPARE and COMMITs by 0 and 3."""
+    r = replica(2)
+    x = block(1, 0, time=5)
+    for index, data in ((0, proposal(x, 0)), (3, prepare(x, 3, 0)), (0, commit(x, 0, 0)), (3, commit(x, 3, 0))):
+        _recv(r, index, data)
+    assert r.committed == 1
+    return r, x
+
+
+def _decided_sent(effects):  # type: ignore[no-untyped-def]
+    from consensus.effects import Send
+    from consensus.messages import Decided
+    return [decode_message(e.data).block.height for e in effects
+            if isinstance(e, Send) and isinstance(decode_message(e.data), Decided)]
+
+
+def test_a_first_late_vote_for_the_height_just_committed_gets_no_decided_block() -> None:
+    # steady state: peer 1 commits height 1 from the same votes we did; a whole
+    # block in reply would be wasted (catch-up rule: only peers really behind)
+    r, x = _committed_at_1()
+    assert _decided_sent(_recv(r, 1, prepare(x, 1, 0), 20)) == []
+    assert _decided_sent(_recv(r, 1, commit(x, 1, 0), 21)) == []
+
+
+def test_a_repeated_late_vote_means_the_peer_is_stuck_and_gets_the_decided_block() -> None:
+    r, x = _committed_at_1()
+    _recv(r, 1, prepare(x, 1, 0), 20)
+    assert _decided_sent(_recv(r, 1, prepare(x, 1, 0), 30)) == [1]  # retransmitted: stuck at 1
+
+
+def test_a_vote_seen_in_its_slot_and_sent_again_after_the_commit_gets_the_decided_block() -> None:
+    # peer 3's COMMIT reached us in the slot; the same COMMIT again afterwards is
+    # a retransmission or an idle beacon: its sender is stuck
+    r, x = _committed_at_1()
+    assert _decided_sent(_recv(r, 3, commit(x, 3, 0), 30)) == [1]
+
+
+def test_a_vote_two_heights_old_gets_the_decided_block_at_once() -> None:
+    r, x = _committed_at_1()
+    r.handle(BlockExecuted(1, b"\x01" * 32, b"\x02" * 32), 40)
+    y = block(2, 0, time=6, prev_hash=x.hash, app_hash=b"\x01" * 32)
+    from dataclasses import replace as _replace
+    from ledger.merkle import root_from_hashes
+    from ledger.hashing import ZERO_HASH  # noqa: F401
+    y = type(y)(_replace(y.header, receipts_root=b"\x02" * 32, history_root=root_from_hashes([x.hash])), ())
+    for index, data in ((0, proposal(y, 0)), (3, prepare(y, 3, 0)), (0, commit(y, 0, 0)), (3, commit(y, 3, 0))):
+        _recv(r, index, data, 41)
+    assert r.committed == 2
+    assert _decided_sent(_recv(r, 1, prepare(x, 1, 0), 50)) == [1]  # first time, but 2 behind

@@ -84,7 +84,7 @@ def test_validator_added_then_removed() -> None:
     # against the set in force at its height and every header names that set (the
     # simulator's ground truth), and header K announces the new set.
     boundary_new_views = 0
-    for seed, faults in [(0, "none"), (1, "none"), (2, "all"), (3, "all"), (4, "all"), (7, "all"), (14, "all")]:
+    for seed, faults in [(0, "none"), (1, "none"), (2, "all"), (3, "all"), (4, "all"), (7, "all"), (64, "all")]:
         sim = Simulation(seed, validators=4, heights=16, faults=faults, scenario="validator-change")
         result = sim.run()
         _assert_clean(result)
@@ -99,7 +99,9 @@ def test_validator_added_then_removed() -> None:
         signed = [h for h, (_, cert) in certs.items() if follower.pub in dict(cert.signatures)]
         assert signed and all(k < h <= 3 * k for h in signed)  # it committed while (only while) a validator
         boundary_new_views += sim.boundary_new_views
-    # seeds 7 and 14 have view changes whose VIEW-CHANGEs straddle the set boundary
+    # seeds 7 and 64 have view changes whose VIEW-CHANGEs straddle the set boundary
+    # (64 replaced 14 when first late votes stopped drawing Decided replies: fewer
+    # messages, so another schedule; re-picked by scanning for boundary NEW-VIEWs)
     # (signed at slots with different sets): judged by the target's set, still safe and live
     assert boundary_new_views >= 2
 
