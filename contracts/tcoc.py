@@ -45,6 +45,38 @@ Tx types (body; roles — the attribution program's payer organisation, or an au
 - `tcoc_accumulate` {program, aco_id, period_start, period_end, cursor: patients
   processed so far (must equal the record's), limit: 1..MAX_PAGE}
 - `tcoc_close` {program, aco_id, period_start, period_end}
+
+ACO-participant revenue, walked the same way (a bounded page per transaction):
+
+Why: CMS's revenue-based loss limits (BASIC C–E, Track 1+; METHODS §1.1.3: "X % of total
+Parts A+B FFS revenue of the ACO participants") and the high-/low-revenue distinction
+(§425.20; low-revenue ACOs may share savings below the MSR, §425.605(h)) need the ACO
+participants' revenue. That is a figure about the participants' claims — every claim
+billed under a participant TIN, for any patient, not only the assigned ones — so it is
+computed from the ledger's claims instead of being typed into a settlement.
+
+What counts: the claims listed under each participant TIN of the ACO
+(`costs/tin/<tin>`, TINs in sorted order, claims in submission order) up to the count
+each list had at `revenue_open`; of those, claims submitted by the program's payer
+organisation (its adjudicated Parts A and B FFS claims; a provider's encounters carry
+no payment); of their lines, those with a service date in the window. Revenue is the
+Σ of their allowed cents — the measure the total cost of care uses for E, so that the
+§425.20 comparison of revenue with E is like with like; Σ paid cents is kept beside it.
+[verify] CMS measures both in Medicare payment amounts.
+
+State: `participant_revenue/<program>/<aco>/<period_start>/<period_end>` → {"kind":
+"participant_revenue", "program", "aco", "aco_org", "payer_org", "period_start",
+"period_end", "status": open|closed, "tins": [sorted TINs], "tin_claims": [claims per TIN
+at open], "claims_total", "claims_processed", "claims_counted", "lines_counted",
+"revenue_cents" (Σ allowed), "paid_cents", "opened_by", "opened_height", "closed_height"}.
+
+- `revenue_open` {program, aco_id, period_start, period_end, restart?: bool}
+- `revenue_accumulate` {program, aco_id, period_start, period_end, cursor: claims
+  processed so far (must equal the record's), limit: 1..MAX_PAGE}
+- `revenue_close` {program, aco_id, period_start, period_end}
+
+Roles as for the total cost of care. A change of the ACO's participant TINs after
+`revenue_open` makes accumulate/close fail with Conflict until a `restart`.
 """
 
 from __future__ import annotations
@@ -222,3 +254,118 @@ def handle_tcoc_close(state: StateView, tx: Tx, ctx: BlockContext) -> None:
                       per_capita_cents=None if per_capita is None else round_half_away_from_zero(per_capita)))
     state.emit("tcoc_closed", program=program["id"], aco=aco["id"], assigned=record["assigned_count"],
                expenditures_cents=record["expenditures_cents"])
+
+
+# ------------------------------------------------------------------ ACO-participant revenue
+
+REVENUE_KIND = "participant_revenue"
+
+
+def revenue_key(program: str, aco_id: str, period_start: int, period_end: int) -> bytes:
+    return key("participant_revenue", program, aco_id, period_start, period_end)
+
+
+def _participant_tins(aco: dict[str, Any]) -> list[str]:
+    return sorted(aco["participants"])
+
+
+def _check_participants_unchanged(state: StateView, record: dict[str, Any]) -> None:
+    """The participant list walked is the one fixed at `revenue_open`. Raises Conflict."""
+    aco = providers.require_aco(state, record["program"], record["aco"])
+    if _participant_tins(aco) != record["tins"]:
+        raise Conflict("the participant TINs of %s changed after revenue_open: reopen with restart" % record["aco"])
+
+
+def _require_open_revenue(state: StateView, k: bytes) -> dict[str, Any]:
+    """Raises NotFound (never opened) or AlreadyExists (already closed)."""
+    record = state.get(k)
+    if record is None:
+        raise NotFound("no participant revenue is open at %s" % k.decode())
+    if record["status"] != OPEN:
+        raise AlreadyExists("the participant revenue at %s is closed" % k.decode())
+    return record
+
+
+@REGISTRY.register("revenue_open", roles=ROLES)
+def handle_revenue_open(state: StateView, tx: Tx, ctx: BlockContext) -> None:
+    """Open the ACO-participant revenue of a window, fixing the participant TINs and how
+    many claims of each TIN it walks (those recorded so far).
+
+    Raises InvalidValue (dates, restart flag), NotFound (program, ACO), NotPermitted,
+    AlreadyExists (open without restart, or closed).
+    """
+    program, aco, start, end = _target(state, tx)
+    restart = costs.check_bool(tx.body.get("restart", False), "restart")
+    k = revenue_key(program["id"], aco["id"], start, end)
+    existing = state.get(k)
+    if existing is not None and (existing["status"] == CLOSED or not restart):
+        raise AlreadyExists("participant revenue for %s/%s %d-%d is %s" % (program["id"], aco["id"], start, end,
+                                                                         existing["status"]))
+    tins = _participant_tins(aco)
+    counts = [state.get(costs.tin_index(tin) + b"/count", 0) for tin in tins]
+    org = accounts.require_active(state, tx.sender)["org"]
+    state.put(k, {
+        "kind": REVENUE_KIND, "program": program["id"], "aco": aco["id"], "aco_org": aco["org"],
+        "payer_org": program["org"], "period_start": start, "period_end": end, "status": OPEN,
+        "tins": tins, "tin_claims": counts, "claims_total": sum(counts), "claims_processed": 0,
+        "claims_counted": 0, "lines_counted": 0, "revenue_cents": 0, "paid_cents": 0,
+        "opened_by": org, "opened_height": ctx.height, "closed_height": None,
+    })
+    state.emit("revenue_opened", program=program["id"], aco=aco["id"], tins=len(tins), claims=sum(counts))
+
+
+@REGISTRY.register("revenue_accumulate", roles=ROLES)
+def handle_revenue_accumulate(state: StateView, tx: Tx, ctx: BlockContext) -> None:
+    """Process the next `limit` claims of the participant TINs, in the documented order.
+
+    `cursor` must equal the claims processed so far, so a page sent twice or out of order
+    fails instead of counting a claim twice.
+    Raises InvalidValue (limit, cursor type), NotFound (not open), AlreadyExists (closed),
+    NotPermitted, Conflict (cursor mismatch, participants changed, nothing left).
+    """
+    program, aco, start, end = _target(state, tx)
+    cursor = costs.check_int(tx.body.get("cursor"), "cursor", 0, 10**9)
+    limit = costs.check_int(tx.body.get("limit"), "limit", 1, MAX_PAGE)
+    k = revenue_key(program["id"], aco["id"], start, end)
+    record = _require_open_revenue(state, k)
+    if cursor != record["claims_processed"]:
+        raise Conflict("cursor %d, but %d claims are processed" % (cursor, record["claims_processed"]))
+    if cursor >= record["claims_total"]:
+        raise Conflict("every claim is processed: close it")
+    _check_participants_unchanged(state, record)
+    stop = min(cursor + limit, record["claims_total"])
+    totals = {name: record[name] for name in ("claims_counted", "lines_counted", "revenue_cents", "paid_cents")}
+    offset = 0
+    for tin, size in zip(record["tins"], record["tin_claims"]):
+        index_key = costs.tin_index(tin)
+        for index in range(max(cursor, offset) - offset, min(stop, offset + size) - offset):
+            claim = costs.load_claim(state, state.get(index_key + b"/i/" + b"%020d" % index))
+            if claim.header["submitted_by"] != record["payer_org"] or claim.header["kind"] == "encounter":
+                continue
+            lines = [line for line in claim.lines if start <= line["service_date"] <= end]
+            if lines:
+                totals["claims_counted"] += 1
+                totals["lines_counted"] += len(lines)
+                totals["revenue_cents"] += sum(line["allowed_cents"] for line in lines)
+                totals["paid_cents"] += sum(line["paid_cents"] for line in lines)
+        offset += size
+    state.put(k, dict(record, claims_processed=stop, **totals))
+    state.emit("revenue_accumulated", program=program["id"], aco=aco["id"], processed=stop,
+               revenue_cents=totals["revenue_cents"])
+
+
+@REGISTRY.register("revenue_close", roles=ROLES)
+def handle_revenue_close(state: StateView, tx: Tx, ctx: BlockContext) -> None:
+    """Close a fully processed participant revenue; settlements cite it by `{key, hash}`.
+
+    Raises InvalidValue, NotFound (not open), AlreadyExists (closed), NotPermitted,
+    Conflict (claims left to process, participants changed).
+    """
+    program, aco, start, end = _target(state, tx)
+    k = revenue_key(program["id"], aco["id"], start, end)
+    record = _require_open_revenue(state, k)
+    if record["claims_processed"] != record["claims_total"]:
+        raise Conflict("%d of %d claims processed" % (record["claims_processed"], record["claims_total"]))
+    _check_participants_unchanged(state, record)
+    state.put(k, dict(record, status=CLOSED, closed_height=ctx.height))
+    state.emit("revenue_closed", program=program["id"], aco=aco["id"], revenue_cents=record["revenue_cents"])

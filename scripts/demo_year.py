@@ -27,7 +27,9 @@ lives here in scripts, never in contracts/):
    the shared visit limit holds across both payers.
 5. Year end: quality results and composites, attribution runs, total cost of
    care of the assigned population walked on-ledger in pages (`tcoc_open`,
-   `tcoc_accumulate`, `tcoc_close`), the quality performance standard
+   `tcoc_accumulate`, `tcoc_close`), the ACO participants' revenue from the
+   claims under their TINs, also in pages (`revenue_open`, `revenue_accumulate`,
+   `revenue_close`), the quality performance standard
    (`quality_standard_assess`), episode spending, the MSSP settlement derived by
    the contract from those records (cited by `{key, hash}`),
    its disbursement, and the BPCI Advanced reconciliation.
@@ -86,6 +88,7 @@ BENCHMARK_REGIONAL_CENTS = 15_000
 BENCHMARK_UPDATE_FACTOR = [10_230, 10_000]
 KNEE_BENCHMARK_CENTS = 2_850_000  # BPCI-A benchmark price per episode ($28,500); target = 97 %
 TCOC_PAGE = 500  # members per tcoc_accumulate (contracts.tcoc.MAX_PAGE is 1,000)
+REVENUE_PAGE = 500  # claims per revenue_accumulate (contracts.tcoc.MAX_PAGE is 1,000)
 TCOC_TRUNCATION_CENTS = 25_000_000
 ATTRIBUTION_BATCH = 1_500  # under MAX_PATIENTS_PER_RUN (2,000) and the 64 KiB tx limit
 DEFAULT_MEMBERS = 5_000
@@ -766,7 +769,17 @@ def _run(ledger: Ledger, world: World, accounts_dir: str, out_dir: str, log: Cal
     steps.append(Step(admin["auditor"], "tcoc_close", window, "close"))
     steps.append(Step(admin["auditor"], "quality_standard_assess", {"program_id": MSSP_PROGRAM, "composite_id": COMPOSITE,
                                                                     "provider": "pcp-group"}, "QPS"))
+    # the ACO participants' revenue (Level E's revenue-based loss limit, §425.20 high/low
+    # revenue), from the payer's claims under the participant TINs, also in pages
+    steps.append(Step(admin["auditor"], "revenue_open", window, "revenue open"))
     require_ok(ledger.run(steps, "total cost of care (pages), quality standard"), "tcoc")
+    ledger.sync(admin["auditor"], admin["payer-a"].public_key)
+    revenue_key = state_key("participant_revenue", MSSP_PROGRAM, ACO_ID, PERIOD_START, PERIOD_END)
+    claims_total = ledger.state_value(revenue_key)["claims_total"]
+    steps = [Step(admin["auditor"], "revenue_accumulate", dict(window, cursor=cursor, limit=REVENUE_PAGE), "page")
+             for cursor in range(0, claims_total, REVENUE_PAGE)]
+    steps.append(Step(admin["auditor"], "revenue_close", window, "revenue close"))
+    require_ok(ledger.run(steps, "participant revenue (pages)"), "revenue")
 
     ledger.sync(admin["auditor"], admin["payer-a"].public_key)
     assignments = ledger.states([state_key("assignment", MSSP_PROGRAM, pid) for pid in pids])
@@ -780,9 +793,11 @@ def _run(ledger: Ledger, world: World, accounts_dir: str, out_dir: str, log: Cal
     standard_key = state_key("quality", "standard", MSSP_PROGRAM, YEAR)
     standard = ledger.state_value(standard_key)
     score = Fraction(*standard["score"])
+    revenue = ledger.state_value(revenue_key)
     settle_body = {
         "program_id": MSSP_PROGRAM, "stage": "final", "tcoc_ref": ledger.reference(tcoc_key),
         "benchmark_ref": ledger.reference(benchmark_key), "quality_ref": ledger.reference(standard_key),
+        "revenue_ref": ledger.reference(revenue_key),
     }
     hospital_key = state_key("quality", "composite", COMPOSITE, MSSP_PROGRAM, str(YEAR), "hospital")
     hospital_score = Fraction(*ledger.state_value(hospital_key)["score"])
@@ -816,7 +831,7 @@ def _run(ledger: Ledger, world: World, accounts_dir: str, out_dir: str, log: Cal
     report = {
         "members": len(world.members), "claims_committed": len(committed_claims),
         "assigned": tcoc["assigned_count"], "assignment_bases": dict(bases),
-        "tcoc": tcoc, "per_capita_benchmark_cents": per_capita,
+        "tcoc": tcoc, "revenue": revenue, "per_capita_benchmark_cents": per_capita,
         "benchmark_cents": ((settlement or {}).get("inputs") or {}).get("benchmark_cents",
                                                                           round(per_capita * tcoc["assigned_count"])),
         "quality_standard": standard,
@@ -960,9 +975,13 @@ def print_report(result: YearResult, console: Any = None) -> None:
     table.add_row("benchmark B", dollars(r["benchmark_cents"]),
                   "mssp_benchmark/%s/%d × assigned (%s pc)" % (MSSP_PROGRAM, YEAR, dollars(r["per_capita_benchmark_cents"])))
     table.add_row("expenditures E (truncated)", dollars(r["tcoc"]["expenditures_cents"]), "tcoc/%s/%s/…" % (MSSP_PROGRAM, ACO_ID))
+    inputs = s.get("inputs") or {}
+    table.add_row("participant revenue", dollars(r["revenue"]["revenue_cents"]),
+                  "participant_revenue/%s/%s/… (%s-revenue ACO)" % (
+                      MSSP_PROGRAM, ACO_ID, {True: "high", False: "low"}.get(inputs.get("high_revenue"), "?")))
     table.add_row("quality score (composite)", "%.2f %%" % (float(r["quality_score"]) * 100),
                   "quality/standard/%s/%d (QPS met: %s)" % (MSSP_PROGRAM, YEAR, r["quality_standard"]["met_standard"]))
-    for name in ("savings_rate", "msr", "generated_cents", "final_sharing_rate", "earned_cents"):
+    for name in ("savings_rate", "minimum_savings_rate", "generated_cents", "final_sharing_rate", "earned_cents"):
         if name in res:
             value = res[name]
             table.add_row(name, dollars(Fraction(*value)) if name.endswith("cents") and isinstance(value, list)

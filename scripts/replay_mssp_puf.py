@@ -12,10 +12,12 @@ What is read from each row, and how (columns differ by year; all six layouts han
 
 * Track: `Track1`/`Track2` (2014–15), `Current_Track_1|1_Plus|2|3` (2016–18),
   `Current_Track` A–E/EN (2019+).
-* MSR: computed by the contract from `N_AB` (banded table) for one-sided ACOs and
-  two-sided ACOs on the variable option. A two-sided ACO whose published `MinSavPerc` is
-  exactly 0, 0.5, 1, 1.5 or 2 % is on that fixed option. Below 5,000 beneficiaries the
-  published `MinSavPerc` is the input (CMS's confidence-interval method).
+* MSR: computed by the contract from `N_AB` for one-sided ACOs and two-sided ACOs on the
+  variable option — the §425.604(b) table from 5,000, CMS's small-population scale for
+  500–4,999 (`mssp.SMALL_POPULATION_MSR_TABLE`). A two-sided ACO whose published
+  `MinSavPerc` is exactly 0, 0.5, 1, 1.5 or 2 % is on that fixed option. Only below 500
+  beneficiaries (one row: PY2017 A05696, N = 152), where no scale is published, is the
+  published `MinSavPerc` the input.
 * Quality: `QualScore` ("P4R" = pay-for-reporting year, score 1; empty = 0); `Met_QPS`
   where the file has it, else (2014–15) "met" means `FinalShareRate` > 0.
 * Disaster: the published `DisAdj` (negative dollars) as a determined reduction amount.
@@ -65,7 +67,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from contracts.payments.errors import PaymentError  # noqa: E402
 from contracts.payments.mssp import (  # noqa: E402
-    SMALLEST_TABLE_POPULATION,
+    SMALLEST_SCALE_POPULATION,
     DisasterAmount,
     LossLimitBasis,
     MsrOption,
@@ -268,7 +270,7 @@ def replay_row(layout: PufLayout, row: dict[str, str]) -> RowResult:
                 expenditures_cents=dollars_to_cents(row["ABtotExp"]),
                 quality=QualityResult(score=score, met_standard=met),
                 small_population_msr=(
-                    parse_decimal(row["MinSavPerc"]).value if beneficiaries < SMALLEST_TABLE_POPULATION else None
+                    parse_decimal(row["MinSavPerc"]).value if beneficiaries < SMALLEST_SCALE_POPULATION else None
                 ),
                 disaster=DisasterAmount(disaster_cents) if disaster_cents > 0 else None,
             )

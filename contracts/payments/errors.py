@@ -27,7 +27,10 @@ class InvalidInputError(PaymentError):
 
 
 class MissingInputError(InvalidInputError):
-    """An input the rule needs was not supplied (e.g. the MSR of an ACO below 5,000)."""
+    """An input the rule needs was not supplied: a ledger record a settlement must cite
+    (participant revenue, a disaster determination), or an MSR below CMS's scale."""
+
+    code = "missing_input"
 
 
 class AmountOutOfRangeError(InvalidInputError):
@@ -101,6 +104,7 @@ class MismatchedReferenceError(InvalidInputError):
 
 class SubmittedFiguresError(InvalidInputError):
     """A settlement body carries MSSP figures (benchmark, expenditures, assigned count,
-    quality) typed in by the submitter instead of citing the ledger records they come from."""
+    quality, participant revenue, MSR, disaster adjustment, below-MSR eligibility) typed
+    in by the submitter instead of citing the ledger records they come from."""
 
     code = "submitted_figures"

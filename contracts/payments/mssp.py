@@ -37,7 +37,10 @@ MAX_CENTS = 2**63 - 1
 """Largest magnitude of any money amount, in cents (a signed 64-bit integer)."""
 
 SMALLEST_TABLE_POPULATION = 5_000
-"""Below this many assigned beneficiaries the MSR comes from CMS's confidence-interval method."""
+"""Start of the regulation's MSR table (§425.604(b)); smaller ACOs use the small-population scale."""
+
+SMALLEST_SCALE_POPULATION = 500
+"""Below this many assigned beneficiaries no published scale gives an MSR (see SMALL_POPULATION_MSR_TABLE)."""
 
 # 42 CFR §425.604(b) (and by reference §425.605(b), §425.606(b), §425.610(b)): MSR by number
 # of assigned beneficiaries, linear inside each band, band upper bound inclusive.
@@ -54,6 +57,28 @@ MSR_TABLE: tuple[tuple[int, int | None, Fraction, Fraction], ...] = (
     (50_000, 59_999, Fraction(22, 1000), Fraction(20, 1000)),
     (60_000, None, Fraction(20, 1000), Fraction(20, 1000)),
 )
+
+# §425.110(b)(1)(i): an ACO whose assigned population falls below 5,000 stays eligible while
+# under a corrective action plan, and "for ACOs with a variable MSR and MLR, the MSR and MLR
+# will be set at a level consistent with the number of assigned beneficiaries". CMS's
+# sliding scale below 5,000, same form as MSR_TABLE (linear inside a band, upper bound
+# inclusive): 12.2 % at 500 (the top of the one-sided range CMS states, "2.0 % to 12.2 %"),
+# 8.7 % at 1,000, 5.0 % at 3,000, 3.9 % at 5,000. [verify] against the Shared Savings and
+# Losses Methodology Specifications' table: these band ends were read off the PUFs, where
+# they reproduce every published MinSavPerc of an ACO with 500–4,999 assigned beneficiaries
+# (88 ACO-years, PY2014–2018 and 2022; e.g. PY2018 A2507, N = 605: 0.114635271, and
+# A1071, N = 3,785: 0.04568034, both to the published nine digits).
+SMALL_POPULATION_MSR_TABLE: tuple[tuple[int, int, Fraction, Fraction], ...] = (
+    (500, 999, Fraction(122, 1000), Fraction(87, 1000)),
+    (1_000, 2_999, Fraction(87, 1000), Fraction(50, 1000)),
+    (3_000, 4_999, Fraction(50, 1000), Fraction(39, 1000)),
+)
+
+HIGH_REVENUE_THRESHOLD = Fraction(35, 100)
+"""§425.20 (Pathways to Success final rule, 83 FR 67816): a high-revenue ACO's participants'
+total Parts A and B FFS revenue is at least 35 % of the Parts A and B FFS expenditures of its
+assigned beneficiaries; a low-revenue ACO's is less. [verify] the definition's text (read in
+a NAACOS summary of the rule; METHODS.md §1.1.3 uses the term at §425.605(h) only)."""
 
 DEFAULT_SEQUESTRATION_RATE = Fraction(2, 100)
 
@@ -141,7 +166,10 @@ class MsrSource(enum.Enum):
 
     TABLE = "table"
     ELECTED_FIXED = "elected_fixed"
+    SMALL_POPULATION_SCALE = "small_population_scale"
+    """500–4,999 assigned beneficiaries: CMS's sliding scale (§425.110(b)(1)(i))."""
     SMALL_POPULATION_INPUT = "small_population_input"
+    """An MSR CMS determined for the ACO and supplied as an input (below the scale)."""
 
 
 class LossLimitBasis(enum.Enum):
@@ -198,6 +226,30 @@ def minimum_savings_rate_from_table(assigned_beneficiaries: int) -> Fraction:
             position = Fraction(assigned_beneficiaries - low, high - low)
             return rate_low - position * (rate_low - rate_high)
     raise InvalidInputError(f"no MSR band for {assigned_beneficiaries}")  # unreachable: bands tile N ≥ 5,000
+
+
+def minimum_savings_rate_for_small_population(assigned_beneficiaries: int) -> Fraction:
+    """MSR of an ACO with 500–4,999 assigned beneficiaries on the variable option.
+
+    §425.110(b)(1)(i): set "at a level consistent with the number of assigned
+    beneficiaries", by CMS's sliding scale (`SMALL_POPULATION_MSR_TABLE`, linear inside a
+    band as §425.604(b)). Raises InvalidInputError outside 500–4,999 or for a bad count.
+    """
+    if not isinstance(assigned_beneficiaries, int) or isinstance(assigned_beneficiaries, bool):
+        raise InvalidInputError("assigned_beneficiaries must be an int")
+    for low, high, rate_low, rate_high in SMALL_POPULATION_MSR_TABLE:
+        if low <= assigned_beneficiaries <= high:
+            return rate_low - Fraction(assigned_beneficiaries - low, high - low) * (rate_low - rate_high)
+    raise InvalidInputError(
+        f"the small-population MSR scale covers {SMALLEST_SCALE_POPULATION}–{SMALLEST_TABLE_POPULATION - 1} "
+        f"assigned beneficiaries, got {assigned_beneficiaries}"
+    )
+
+
+def is_high_revenue(participant_revenue_cents: int, expenditures_cents: int) -> bool:
+    """§425.20: participants' Parts A and B FFS revenue ≥ 35 % of the assigned beneficiaries'
+    Parts A and B FFS expenditures (compared exactly: 100 × revenue ≥ 35 × expenditures)."""
+    return Fraction(participant_revenue_cents) >= HIGH_REVENUE_THRESHOLD * expenditures_cents
 
 
 @dataclass(frozen=True)
@@ -445,8 +497,11 @@ class MsspInputs:
     Amounts in integer cents. `benchmark_cents` is the total updated benchmark B
     (use `total_from_per_capita` to build it from per-capita values); `participant_revenue_cents`
     is the total Parts A+B FFS revenue of the ACO participants, needed only by a
-    revenue-based loss limit. `small_population_msr` is the MSR CMS set by its confidence-
-    interval method for an ACO below 5,000 assigned beneficiaries on the variable option.
+    revenue-based loss limit. `small_population_msr` is an MSR CMS determined for an ACO
+    below 5,000 assigned beneficiaries on the variable option; without it the MSR comes
+    from the small-population scale (500–4,999), and below 500 there is none. The ledger's
+    settlements never supply it (`programs.settlement_submit` derives the MSR from N); the
+    PUF replay does for the one published row below 500.
 
     Raises InvalidInputError on negative beneficiaries, a non-positive benchmark,
     negative expenditures or revenue, an MSR outside [0, 1]; AmountOutOfRangeError beyond
@@ -553,18 +608,26 @@ class MsspSettlement:
 
 
 def _minimum_savings_rate(params: MsspParameters, inputs: MsspInputs) -> tuple[Fraction, MsrSource]:
-    """The MSR and where it came from. Raises MissingInputError below 5,000 without an MSR."""
+    """The MSR and where it came from: the elected fixed rate, the §425.604(b) table (≥ 5,000),
+    a CMS-determined input, or the small-population scale (500–4,999).
+
+    Raises MissingInputError below 500 assigned beneficiaries without a determined MSR."""
     if params.msr_option is not MsrOption.VARIABLE:
         # §425.606(b)(1)(ii), §425.610(b)(1)(ii): symmetric MSR/MLR elected for the agreement.
         return params.msr_option.value, MsrSource.ELECTED_FIXED
     if inputs.assigned_beneficiaries >= SMALLEST_TABLE_POPULATION:
         return minimum_savings_rate_from_table(inputs.assigned_beneficiaries), MsrSource.TABLE
-    if inputs.small_population_msr is None:
-        raise MissingInputError(
-            f"{inputs.aco_id}: {inputs.assigned_beneficiaries} assigned beneficiaries is below the MSR "
-            "table; supply small_population_msr (CMS confidence-interval method)"
-        )
-    return inputs.small_population_msr, MsrSource.SMALL_POPULATION_INPUT
+    if inputs.small_population_msr is not None:
+        # An MSR CMS determined for this ACO (e.g. a PUF row below the scale): it wins, so a
+        # stored settlement that carried one re-runs to the same result.
+        return inputs.small_population_msr, MsrSource.SMALL_POPULATION_INPUT
+    if inputs.assigned_beneficiaries >= SMALLEST_SCALE_POPULATION:
+        # §425.110(b)(1)(i): below 5,000 the variable MSR follows the number of beneficiaries.
+        return minimum_savings_rate_for_small_population(inputs.assigned_beneficiaries), MsrSource.SMALL_POPULATION_SCALE
+    raise MissingInputError(
+        f"{inputs.aco_id}: {inputs.assigned_beneficiaries} assigned beneficiaries is below CMS's MSR "
+        f"scale (which starts at {SMALLEST_SCALE_POPULATION}); no minimum savings rate is defined for it"
+    )
 
 
 def _final_sharing_rate(params: MsspParameters, quality: QualityResult) -> Fraction:
@@ -635,7 +698,7 @@ def settle(
     """Reconcile one ACO-year: shared savings earned, or shared losses owed.
 
     Pure and exact; see the module docstring for the formula. Raises MissingInputError
-    when the MSR of a small ACO is needed but absent; InvalidParameterError /
+    when an ACO below 500 assigned beneficiaries has no determined MSR; InvalidParameterError /
     InvalidInputError if `params` / `inputs` are not the right records;
     AmountOutOfRangeError if the result leaves the 64-bit cents range.
     """

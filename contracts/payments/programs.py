@@ -17,10 +17,13 @@ Rules this module enforces:
   settle.
 * MSSP settlements run `contracts.payments.mssp.settle` (42 CFR 425 subpart G) on
   inputs the contract derives from ledger records the body cites by `{key, hash}`:
-  a closed total cost of care, the program's benchmark record and its quality
-  standard record. A reference must name an existing record whose SHA-256 is `hash`
-  (else StaleReferenceError), of the right kind, program and year (else
-  MismatchedReferenceError).
+  a closed total cost of care, the program's benchmark record, its quality
+  standard record, the closed ACO-participant revenue (when the track needs it) and
+  the regulator's disaster determination (when one exists); the MSR follows from the
+  assigned count. A reference must name an existing record whose SHA-256 is `hash`
+  (else StaleReferenceError), of the right kind, program, ACO and period (else
+  MismatchedReferenceError); a record the settlement needs but does not cite is
+  MissingInputError.
 * One settlement per program / year / stage: an interim (estimated) settlement may
   precede the final one; the final one then stores the `mssp.true_up` against it and
   the amount due is the difference (METHODS.md §1.6 "Reconciliation of estimated vs
@@ -39,6 +42,9 @@ State layout (values canonical msgpack; `key()` parts):
   "by_per_capita_cents", "by_weights_bps", "historical_per_capita": [n, d],
   "regional_adjustment_cents", "risk_ratio", "risk_ratio_applied", "update_factor",
   "updated_per_capita": [n, d], "revision", "set_by", "height"}.
+- `mssp_disaster/<program id>/<year>` → {"kind": "mssp_disaster", "program_id", "year",
+  "affected_months", "affected_share_bps" | None, "reduction_cents" | None, "basis",
+  "revision", "determined_by", "height"}.
 - `settlement/<settlement id>` → {"id", "kind", "program_id", "period", "stage",
   "payer_org", "parties", "amount_due_cents", "inputs", "references", "result",
   "estimate", "height", "time_ms"}; settlement ids are `<program>/<kind>/<period>/<stage>`.
@@ -54,16 +60,23 @@ Tx types (body fields; roles):
 - `benchmark_set` {program_id, by_per_capita_cents: [BY1, BY2, BY3], by_weights_bps?,
   regional_adjustment_cents, update_factor: [n, d], risk_ratio?: [n, d]} — payer (the
   program's payer org); writes `mssp_benchmark/<program>/<year>`.
+- `disaster_determine` {program_id, affected_months, affected_share_bps, basis?} |
+  {program_id, reduction_cents, basis?} — regulator (the program administrator);
+  writes `mssp_disaster/<program>/<year>`, revisable until the final settlement.
 - `settlement_submit` {program_id, stage: interim|final, tcoc_ref, benchmark_ref,
-  quality_ref, participant_revenue_cents?, revenue_ref?, small_population_msr_bps?,
-  disaster?: {affected_months, affected_share_bps} | {reduction_cents},
-  eligible_for_below_msr_savings?} — payer (the program's payer org). E and N come from
-  the closed `tcoc/…` record (`contracts.tcoc`), B = the benchmark record's updated
-  per-capita × N, quality from `quality/standard/<program>/<year>`
-  (`contracts.quality.quality_standard_assess`). The payer supplies no B, E, N or
-  quality figure: a body with `benchmark_cents`, `expenditures_cents`,
-  `assigned_beneficiaries`, `quality`, `expenditures_ref` or `assigned_ref` (the
-  removed client-figures form) fails with SubmittedFiguresError (`submitted_figures`).
+  quality_ref, revenue_ref?, disaster_ref?} — payer (the program's payer org). E and N
+  come from the closed `tcoc/…` record (`contracts.tcoc`), B = the benchmark record's
+  updated per-capita × N, quality from `quality/standard/<program>/<year>`
+  (`contracts.quality.quality_standard_assess`), the participants' revenue — and so
+  high/low revenue (§425.20) and §425.605(h) eligibility — from the closed
+  `participant_revenue/…` record of the same ACO and window (`contracts.tcoc`; required
+  by tracks with a revenue-based loss limit or below-MSR sharing), the disaster
+  adjustment from `mssp_disaster/<program>/<year>` (required when it exists), the MSR
+  from N. The payer supplies no figure: a body with any of `SUBMITTED_FIGURES`
+  (`benchmark_cents`, `expenditures_cents`, `assigned_beneficiaries`, `quality`,
+  `expenditures_ref`, `assigned_ref`, `participant_revenue_cents`,
+  `small_population_msr_bps`, `disaster`, `eligible_for_below_msr_savings`) fails with
+  SubmittedFiguresError (`submitted_figures`).
 - `settlement_disburse` {settlement_id} — payer (the settlement's payer org).
 """
 
@@ -88,6 +101,7 @@ from contracts.payments.errors import (
     InvalidParameterError,
     InvalidSharesError,
     MismatchedReferenceError,
+    MissingInputError,
     NotAPartyError,
     ProgramStateError,
     StaleReferenceError,
@@ -105,9 +119,12 @@ MAX_PARTICIPANTS = 500
 MAX_REF_KEY = 1024
 PROGRAM_TYPES = ("bpci_advanced", "capitation", "mssp")
 PROPOSED, ACTIVE = "proposed", "active"
-SUBMITTED_FIGURES = ("assigned_beneficiaries", "assigned_ref", "benchmark_cents", "expenditures_cents",
-                     "expenditures_ref", "quality")
-"""Body fields of the removed client-figures form of `settlement_submit`: refused."""
+SUBMITTED_FIGURES = ("assigned_beneficiaries", "assigned_ref", "benchmark_cents", "disaster",
+                     "eligible_for_below_msr_savings", "expenditures_cents", "expenditures_ref",
+                     "participant_revenue_cents", "quality", "small_population_msr_bps")
+"""Body fields of the removed client-figures form of `settlement_submit`: refused. The
+participant revenue comes from `revenue_ref`, the MSR from N, the disaster adjustment from
+`disaster_ref`, §425.605(h) eligibility from the revenue record."""
 
 # ------------------------------------------------------------------ body readers
 # Each reader returns a checked value or raises InvalidInputError naming the field.
@@ -683,18 +700,71 @@ def handle_benchmark_set(state: StateView, tx: Tx, ctx: BlockContext) -> None:
                updated_per_capita=to_wire(figures["updated"]))
 
 
+# ------------------------------------------------------------------ MSSP disaster determination
+
+DISASTER_KIND = "mssp_disaster"
+MAX_BASIS = 200
+
+
+def disaster_key(program_id: str, year: int) -> bytes:
+    return key("mssp_disaster", program_id, year)
+
+
+def disaster_adjustment(record: dict[str, Any]) -> mssp.DisasterAdjustment:
+    """The `mssp` adjustment a stored determination stands for."""
+    if record["reduction_cents"] is not None:
+        return mssp.DisasterAmount(record["reduction_cents"])
+    return mssp.DisasterShare(record["affected_months"], Fraction(record["affected_share_bps"], BPS))
+
+
+@REGISTRY.register("disaster_determine", roles={"regulator"})
+def handle_disaster_determine(state: StateView, tx: Tx, ctx: BlockContext) -> None:
+    """Record the program administrator's extreme-and-uncontrollable-circumstances
+    determination for an MSSP program's performance year, which its settlement must cite.
+
+    Body: {program_id, affected_months: 0..12, affected_share_bps: 0..10,000, basis?} —
+    shared losses are reduced by (months / 12) × (share of assigned beneficiaries living
+    in an affected area) (§425.606(i), §425.610(i); `mssp.DisasterShare`) — or {program_id,
+    reduction_cents, basis?}, a reduction already determined in cents (as the PUF's
+    `DisAdj`). `basis` names the event (e.g. a FEMA declaration), at most 200 characters.
+
+    Who: a regulator — which areas and months were affected, and so the reduction, is
+    determined by CMS as administrator of the program (§425.610(i)), not by the payer:
+    a payer settling on its own reduction of the ACO's losses is what this record replaces. Governance may change
+    the role through the permission table, like any tx type. It may be revised until the
+    year's final settlement exists (each revision bumps `revision`; a settlement pins
+    its hash).
+    Raises InvalidInputError, UnknownProgramError (missing or not MSSP),
+    ProgramStateError (the final settlement exists), AmountOutOfRangeError.
+    """
+    body = tx.body
+    program_id = read_id(body, "program_id")
+    program = get_program(state, program_id)
+    if program["type"] != "mssp":
+        raise UnknownProgramError("program %s is %s, not mssp" % (program_id, program["type"]))
+    given = sorted(set(body) - {"program_id", "basis"})
+    if given == ["affected_months", "affected_share_bps"]:
+        months, share, reduction = read_int(body, "affected_months", 0, 12), read_bps(body, "affected_share_bps"), None
+    elif given == ["reduction_cents"]:
+        months, share, reduction = None, None, read_cents(body, "reduction_cents")
+    else:
+        raise InvalidInputError("a determination is {affected_months, affected_share_bps} or {reduction_cents}")
+    basis = None if body.get("basis") is None else read_text(body, "basis", MAX_BASIS)
+    year = program["performance_year"]
+    if state.exists(settlement_key(make_settlement_id(program_id, "mssp", year, "final"))):
+        raise ProgramStateError("%s is settled for %d: its disaster determination is fixed" % (program_id, year))
+    previous = state.get(disaster_key(program_id, year))
+    state.put(disaster_key(program_id, year), {
+        "kind": DISASTER_KIND, "program_id": program_id, "year": year, "affected_months": months,
+        "affected_share_bps": share, "reduction_cents": reduction, "basis": basis,
+        "revision": 0 if previous is None else previous["revision"] + 1,
+        "determined_by": sender_org(state, tx), "height": ctx.height,
+    })
+    state.emit("disaster_determined", program_id=program_id, year=year, affected_months=months,
+               affected_share_bps=share, reduction_cents=reduction)
+
+
 # ------------------------------------------------------------------ MSSP settlement
-
-
-def _read_disaster(body: dict[str, Any]) -> mssp.DisasterAdjustment | None:
-    raw = body.get("disaster")
-    if raw is None:
-        return None
-    if isinstance(raw, dict) and sorted(raw) == ["affected_months", "affected_share_bps"]:
-        return mssp.DisasterShare(read_int(raw, "affected_months", 0, 12), Fraction(read_bps(raw, "affected_share_bps"), BPS))
-    if isinstance(raw, dict) and sorted(raw) == ["reduction_cents"]:
-        return mssp.DisasterAmount(read_cents(raw, "reduction_cents"))
-    raise InvalidInputError("disaster must be {affected_months, affected_share_bps} or {reduction_cents}")
 
 
 def _cited(state: StateView, body: dict[str, Any], name: str, kind: str,
@@ -713,24 +783,63 @@ def _cited(state: StateView, body: dict[str, Any], name: str, kind: str,
     return reference, record
 
 
-def _read_optional_inputs(state: StateView, body: dict[str, Any], echo: dict[str, Any],
-                          references: dict[str, Any]) -> dict[str, Any]:
-    """Revenue, small-population MSR, disaster and §425.605(h) eligibility."""
-    revenue = None
-    if body.get("participant_revenue_cents") is not None:
-        revenue = read_cents(body, "participant_revenue_cents")
-        references["revenue"] = read_reference(state, body, "revenue_ref")
-    echo["participant_revenue_cents"] = revenue
-    small_msr = None
-    if body.get("small_population_msr_bps") is not None:
-        small_msr = Fraction(read_bps(body, "small_population_msr_bps"), BPS)
-    echo["small_population_msr_bps"] = fraction_bps(small_msr)
-    disaster = _read_disaster(body)
-    echo["disaster"] = to_wire(disaster)
-    eligible = read_bool(body, "eligible_for_below_msr_savings", False)
-    echo["eligible_for_below_msr_savings"] = eligible
-    return {"small_population_msr": small_msr, "participant_revenue_cents": revenue, "disaster": disaster,
-            "eligible_for_below_msr_savings": eligible}
+def _read_revenue(state: StateView, body: dict[str, Any], program: dict[str, Any], params: mssp.MsspParameters,
+                  tcoc_record: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(reference, record) of the closed ACO-participant revenue `revenue_ref` cites, or
+    (None, None) when the body cites none and the track does not need it.
+
+    Needed by a track with a revenue-based loss limit (METHODS §1.1.3: BASIC C–E, Track 1+
+    on the revenue-based limit) and by one whose low-revenue ACOs may share savings below
+    the MSR (§425.605(h), BASIC from 2024): without it a payer could drop the leg that
+    limits the ACO's losses. The record must be the revenue of the TCOC's ACO over the
+    TCOC's window (§425.20 compares the two over the same period).
+    Raises MissingInputError (needed, not cited), InvalidInputError, StaleReferenceError,
+    MismatchedReferenceError (kind, program, ACO, window, still open).
+    """
+    if "revenue_ref" not in body:
+        if params.loss_limit_revenue_share is not None or params.below_msr_half_sharing:
+            raise MissingInputError(
+                "track %s needs the ACO participants' revenue: cite the closed participant_revenue record of "
+                "the TCOC's ACO and window as revenue_ref (revenue_open / revenue_accumulate / revenue_close)"
+                % params.track.value)
+        return None, None
+    reference, record = _cited(state, body, "revenue_ref", tcoc.REVENUE_KIND, lambda r: tcoc.revenue_key(
+        r["program"], r["aco"], r["period_start"], r["period_end"]))
+    if record["program"] != program["id"]:
+        raise MismatchedReferenceError("revenue_ref is the participant revenue of program %s" % record["program"])
+    if record["aco"] != tcoc_record["aco"]:
+        raise MismatchedReferenceError("revenue_ref is the revenue of ACO %s, the TCOC's ACO is %s" % (
+            record["aco"], tcoc_record["aco"]))
+    if (record["period_start"], record["period_end"]) != (tcoc_record["period_start"], tcoc_record["period_end"]):
+        raise MismatchedReferenceError("revenue_ref covers %d-%d, the TCOC covers %d-%d" % (
+            record["period_start"], record["period_end"], tcoc_record["period_start"], tcoc_record["period_end"]))
+    if record["status"] != tcoc.CLOSED:
+        raise MismatchedReferenceError("revenue_ref is still open: close it first")
+    return reference, record
+
+
+def _read_disaster(state: StateView, body: dict[str, Any],
+                   program: dict[str, Any]) -> tuple[dict[str, Any] | None, mssp.DisasterAdjustment | None]:
+    """(reference, adjustment) of the program administrator's extreme-and-uncontrollable-
+    circumstances determination for the program's year (`disaster_determine`), or (None, None).
+
+    The record lives at `mssp_disaster/<program>/<year>`; when it exists the settlement
+    must cite it (a payer cannot leave out a reduction of the ACO's losses), and a
+    `disaster_ref` must name it. Raises MissingInputError (a determination exists but is
+    not cited), InvalidInputError, StaleReferenceError, MismatchedReferenceError.
+    """
+    year = program["performance_year"]
+    if "disaster_ref" not in body:
+        if state.exists(disaster_key(program["id"], year)):
+            raise MissingInputError("a disaster determination exists for %s/%d: cite %s as disaster_ref" % (
+                program["id"], year, disaster_key(program["id"], year).decode()))
+        return None, None
+    reference, record = _cited(state, body, "disaster_ref", DISASTER_KIND,
+                               lambda r: disaster_key(r["program_id"], r["year"]))
+    if (record["program_id"], record["year"]) != (program["id"], year):
+        raise MismatchedReferenceError("disaster_ref belongs to %s/%d, not %s/%d" % (
+            record["program_id"], record["year"], program["id"], year))
+    return reference, disaster_adjustment(record)
 
 
 def read_mssp_record_inputs(state: StateView, body: dict[str, Any],
@@ -743,12 +852,21 @@ def read_mssp_record_inputs(state: StateView, body: dict[str, Any],
     - `benchmark_ref` → the program's `mssp_benchmark/<program>/<year>` record:
       B = updated per-capita benchmark × N, rounded once (`mssp.total_from_per_capita`);
     - `quality_ref` → the program's `quality/standard/<program>/<year>` record
-      (`quality_standard_assess`): score and met_standard / met_alternative_standard.
+      (`quality_standard_assess`): score and met_standard / met_alternative_standard;
+    - `revenue_ref` → the closed `participant_revenue/…` record of the TCOC's ACO and
+      window (`contracts.tcoc`): the participants' revenue for a revenue-based loss limit,
+      and whether the ACO is high- or low-revenue (§425.20, `mssp.is_high_revenue`: revenue
+      ≥ 35 % of E), which decides §425.605(h) below-MSR sharing — required when the track
+      uses either (`_read_revenue`);
+    - `disaster_ref` → the regulator's `mssp_disaster/<program>/<year>` determination,
+      required when one exists (`_read_disaster`).
+    The MSR is not an input: `mssp.settle` takes it from N (the §425.604(b) table, or
+    CMS's small-population scale for 500–4,999; below 500 it refuses).
 
     Returns (inputs, echo, references); the echo is what a stored settlement re-runs
     from (`_inputs_from_echo`: a true-up, an audit).
-    Raises InvalidInputError, StaleReferenceError, MismatchedReferenceError,
-    AmountOutOfRangeError.
+    Raises InvalidInputError, MissingInputError, StaleReferenceError,
+    MismatchedReferenceError, AmountOutOfRangeError.
     """
     program_id, year = program["id"], program["performance_year"]
     tcoc_ref, tcoc_record = _cited(state, body, "tcoc_ref", "tcoc", lambda r: tcoc.tcoc_key(
@@ -784,10 +902,22 @@ def read_mssp_record_inputs(state: StateView, body: dict[str, Any],
     }
     references = {"assigned": tcoc_ref, "benchmark": benchmark_ref, "expenditures": tcoc_ref,
                   "quality": quality_ref}
-    optional = _read_optional_inputs(state, body, echo, references)
+    revenue_ref, revenue_record = _read_revenue(state, body, program, mssp_parameters_of(program), tcoc_record)
+    revenue = None if revenue_record is None else revenue_record["revenue_cents"]
+    high_revenue = None if revenue is None else mssp.is_high_revenue(revenue, tcoc_record["expenditures_cents"])
+    disaster_ref, disaster = _read_disaster(state, body, program)
+    for name, ref in (("revenue", revenue_ref), ("disaster", disaster_ref)):
+        if ref is not None:
+            references[name] = ref
+    # §425.605(h)(ii): only a low-revenue ACO may share savings below the MSR; the other
+    # conditions (≥ 5,000 assigned, E < B, an agreement from 2024) are checked by `settle`.
+    eligible = high_revenue is False
+    echo.update(participant_revenue_cents=revenue, high_revenue=high_revenue, small_population_msr_bps=None,
+                disaster=to_wire(disaster), eligible_for_below_msr_savings=eligible)
     inputs = mssp.MsspInputs(aco_id=program_id, assigned_beneficiaries=assigned, benchmark_cents=benchmark_cents,
                              expenditures_cents=tcoc_record["expenditures_cents"], quality=quality_result,
-                             **optional)
+                             participant_revenue_cents=revenue, disaster=disaster,
+                             eligible_for_below_msr_savings=eligible)
     return inputs, echo, references
 
 
@@ -834,24 +964,27 @@ def store_settlement(state: StateView, ctx: BlockContext, program: dict[str, Any
 def handle_settlement_submit(state: StateView, tx: Tx, ctx: BlockContext) -> None:
     """Settle an MSSP program's performance year from ledger-recorded inputs.
 
-    B, E, N and quality come only from the ledger records the body cites (`tcoc_ref`,
-    `benchmark_ref`, `quality_ref`; see `read_mssp_record_inputs`): a payer cannot
-    settle on figures it typed in, so a body carrying any of them
+    B, E, N, quality, participant revenue and the disaster adjustment come only from the
+    ledger records the body cites (`tcoc_ref`, `benchmark_ref`, `quality_ref`,
+    `revenue_ref`, `disaster_ref`; see `read_mssp_record_inputs`) and the MSR from N: a
+    payer cannot settle on figures it typed in, so a body carrying any of them
     (`SUBMITTED_FIGURES`, the removed client-figures form) is refused first. Stores
     every intermediate of `mssp.settle`; a final settlement after an interim one also
     stores `mssp.true_up` and owes only the difference.
     Raises SubmittedFiguresError (client figures), UnknownProgramError,
     ProgramStateError (inactive; interim after final), NotAPartyError (sender not
     the payer), AlreadySettledError (this stage exists), InvalidInputError /
-    StaleReferenceError / MismatchedReferenceError / MissingInputError /
-    AmountOutOfRangeError (inputs), InvalidParameterError.
+    StaleReferenceError / MismatchedReferenceError / MissingInputError (a needed record
+    not cited; no MSR below 500 assigned) / AmountOutOfRangeError (inputs),
+    InvalidParameterError.
     """
     body = tx.body
     submitted = sorted(name for name in SUBMITTED_FIGURES if name in body)
     if submitted:
         raise SubmittedFiguresError(
             "settlement_submit does not take client figures (%s): the contract derives B, E, N and quality "
-            "from the ledger records cited by tcoc_ref, benchmark_ref and quality_ref" % ", ".join(submitted))
+            "from the ledger records cited by tcoc_ref, benchmark_ref and quality_ref, participant revenue "
+            "from revenue_ref, the disaster adjustment from disaster_ref and the MSR from N" % ", ".join(submitted))
     program_id = read_id(body, "program_id")
     program = require_active_program(state, program_id, "mssp")
     require_payer(state, tx, program)

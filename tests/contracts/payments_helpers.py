@@ -33,6 +33,7 @@ CLINIC = public_key("clinic")
 HOSPITAL = public_key("hospital")
 OUTSIDER = public_key("outsider")
 AUDITOR = public_key("auditor")
+REGULATOR = public_key("regulator")
 PATIENT_A = public_key("patient-a")
 PATIENT_B = public_key("patient-b")
 PATIENT_C = public_key("patient-c")
@@ -44,6 +45,7 @@ ACCOUNTS = (
     (HOSPITAL, "hospital", "provider"),
     (OUTSIDER, "outsider", "provider"),
     (AUDITOR, "audit-co", "auditor"),
+    (REGULATOR, "cms-admin", "regulator"),
     (PATIENT_A, "consent-svc", "patient_agent"),
     (PATIENT_B, "consent-svc", "patient_agent"),
     (PATIENT_C, "consent-svc", "patient_agent"),

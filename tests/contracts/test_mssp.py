@@ -34,6 +34,8 @@ from contracts.payments.mssp import (
     QualityRule,
     SettlementStage,
     Track,
+    is_high_revenue,
+    minimum_savings_rate_for_small_population,
     minimum_savings_rate_from_table,
     parse_track,
     program_parameters,
@@ -140,9 +142,42 @@ def test_an_aco_below_5000_uses_the_msr_cms_supplies() -> None:
     assert result.met_minimum_savings_rate  # 5 % ≥ 4.568 %
 
 
-def test_an_aco_below_5000_without_an_msr_raises_missing_input() -> None:
+@pytest.mark.parametrize(
+    ("beneficiaries", "published"),
+    [
+        # PY2018 PUF MinSavPerc, published to nine digits (METHODS.md §1.1.2 quotes both)
+        (605, "0.114635271"),  # A2507
+        (3_785, "0.04568034"),  # A1071
+        (4_976, "0.039126563"),  # A3103
+    ],
+)
+def test_below_5000_the_msr_follows_cms_small_population_scale(beneficiaries: int, published: str) -> None:
+    rate = minimum_savings_rate_for_small_population(beneficiaries)
+    assert abs(rate - Fraction(published)) < Fraction(1, 10**9)
+    result = settle(program_parameters(Track.TRACK_1, 2018), inputs(10_000_000, 9_500_000, beneficiaries=beneficiaries))
+    assert result.minimum_savings_rate == rate
+    assert result.msr_source is MsrSource.SMALL_POPULATION_SCALE
+
+
+@pytest.mark.parametrize(
+    ("beneficiaries", "percent"),
+    [(500, "12.2"), (999, "8.7"), (1_000, "8.7"), (2_999, "5.0"), (3_000, "5.0"), (4_999, "3.9")],
+)
+def test_the_small_population_scale_meets_its_band_ends_and_the_table(beneficiaries: int, percent: str) -> None:
+    assert minimum_savings_rate_for_small_population(beneficiaries) == Fraction(percent) * PCT
+    assert minimum_savings_rate_for_small_population(4_999) == minimum_savings_rate_from_table(5_000)
+
+
+def test_below_500_beneficiaries_without_a_determined_msr_raises_missing_input() -> None:
     with pytest.raises(MissingInputError):
-        settle(program_parameters(Track.TRACK_1, 2018), inputs(10_000_000, 9_500_000, beneficiaries=605))
+        settle(program_parameters(Track.TRACK_1, 2018), inputs(10_000_000, 9_500_000, beneficiaries=499))
+    with pytest.raises(InvalidInputError):
+        minimum_savings_rate_for_small_population(5_000)
+
+
+def test_a_high_revenue_aco_has_participant_revenue_of_at_least_35_percent_of_expenditures() -> None:
+    assert is_high_revenue(35, 100) and not is_high_revenue(34, 100)
+    assert is_high_revenue(3_500_000_000, 10_000_000_000) and not is_high_revenue(3_499_999_999, 10_000_000_000)
 
 
 @settings(max_examples=200, deadline=None)

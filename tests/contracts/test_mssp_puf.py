@@ -92,3 +92,29 @@ def test_decimal_parsing_is_exact() -> None:
     assert replay.parse_decimal("6.46%").half_unit == Fraction(1, 20_000)  # half of 0.01 %
     assert replay.parse_decimal("0.030860861").value == Fraction(30_860_861, 10**9)
     assert replay.dollars_to_cents("-1200236") == -120_023_600
+
+
+def test_the_small_population_msr_scale_gives_every_published_msr_from_500_to_4999() -> None:
+    # §425.110(b)(1)(i): below 5,000 the variable MSR follows the assigned count. Every
+    # published MinSavPerc of an ACO with 500–4,999 assigned beneficiaries (88 ACO-years)
+    # equals the scale to its published precision; the one row below 500 (PY2017 A05696,
+    # N = 152) has no published scale and stays a replay input.
+    import csv
+
+    from contracts.payments.mssp import minimum_savings_rate_for_small_population
+
+    compared, below = 0, []
+    for path in PUF_FILES:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            for row in csv.DictReader(handle):
+                beneficiaries = int(row["N_AB"])
+                if beneficiaries < 500:
+                    below.append((path.name, beneficiaries))
+                if not 500 <= beneficiaries < 5_000:
+                    continue
+                published = replay.parse_decimal(row["MinSavPerc"])
+                scale = minimum_savings_rate_for_small_population(beneficiaries)
+                assert abs(scale - published.value) <= published.half_unit, (path.name, row["N_AB"])
+                compared += 1
+    assert compared == 88
+    assert below == [("mssp_puf_py2017.csv", 152)]

@@ -19,7 +19,7 @@ import pytest
 from contracts import attribution, tcoc
 from contracts.state import key
 from tests.contracts.helpers import (
-    DR_HILL, DR_RIVER, HILL_TIN, RIVER_TIN, Chain, admin, commitment, provider_world,
+    DR_HILL, DR_RIVER, HILL_TIN, RIVER_TIN, RIVER_TIN_2, SHARED_TIN, Chain, admin, commitment, provider_world,
 )
 
 PROGRAM = "mssp-2025"
@@ -27,6 +27,8 @@ START, END = 20250101, 20251231
 WINDOW = {"program": PROGRAM, "aco_id": "river-aco", "period_start": START, "period_end": END}
 TCOC_KEY = tcoc.tcoc_key(PROGRAM, "river-aco", START, END)
 PAY_TCOC_KEY = tcoc.tcoc_key("mssp-pay", "river-aco", START, END)
+REVENUE_KEY = tcoc.revenue_key(PROGRAM, "river-aco", START, END)
+PAY_REVENUE_KEY = tcoc.revenue_key("mssp-pay", "river-aco", START, END)
 
 
 def pseudonym(label: str) -> bytes:
@@ -187,6 +189,106 @@ def test_the_attribution_run_records_its_members_in_the_order_it_assessed_them()
     assert chain.get(key("attribution_members", PROGRAM, "b2", "count")) == 2
 
 
+# ------------------------------------------------------------------ ACO-participant revenue
+
+
+def claim_by(chain: Chain, sender: str, claim_id: str, who: bytes, tin: str, cents: int, kind: str = "professional",
+             date: int = 20250310) -> None:
+    chain.ok(admin(sender), "claim_submit", {
+        "claim_id": claim_id, "kind": kind, "patient": who, "billing_tin": tin, "billing_npi": DR_RIVER,
+        "rendering_npi": DR_RIVER, "from_date": date, "through_date": date, "diagnoses": [],
+        "document": commitment(claim_id),
+        "lines": [{"service_date": date, "hcpcs": "99214", "allowed_cents": cents, "paid_cents": cents}]})
+
+
+def revenue_world() -> Chain:
+    """world() plus claims that must not count: another payer's claim and a provider's
+    encounter under river's TIN. Claims under river's TINs: a1, a2, a0, b1, acme-1, enc-1."""
+    chain = world()
+    claim_by(chain, "acme", "acme-1", BOB, RIVER_TIN, 70_000)
+    claim_by(chain, "river", "enc-1", BOB, RIVER_TIN, 0, kind="encounter")
+    return chain
+
+
+def compute_revenue(chain: Chain, page: int, sender: bytes | None = None) -> dict:
+    sender = sender or admin("audit")
+    chain.ok(sender, "revenue_open", WINDOW)
+    cursor = 0
+    while cursor < chain.get(REVENUE_KEY)["claims_total"]:
+        chain.ok(sender, "revenue_accumulate", dict(WINDOW, cursor=cursor, limit=page))
+        cursor = chain.get(REVENUE_KEY)["claims_processed"]
+    chain.ok(sender, "revenue_close", WINDOW)
+    return chain.get(REVENUE_KEY)
+
+
+REVENUE_FIGURES = ("tins", "tin_claims", "claims_total", "claims_processed", "claims_counted", "lines_counted",
+                   "revenue_cents", "paid_cents", "status")
+
+
+def test_participant_revenue_is_the_payers_claims_under_the_acos_tins_in_the_window():
+    record = compute_revenue(revenue_world(), page=1)
+    assert record["kind"] == "participant_revenue" and record["status"] == "closed"
+    assert record["tins"] == sorted([RIVER_TIN, RIVER_TIN_2, SHARED_TIN]) and record["claims_total"] == 6
+    # a1 $300 + a2 $2,000 + b1 $200; not a0 (2024), acme-1 (another payer), enc-1 (an encounter),
+    # nor c1 (hill's TIN); every patient's claims count, assigned or not
+    assert record["revenue_cents"] == 250_000 and record["paid_cents"] == 250_000
+    assert (record["claims_counted"], record["lines_counted"]) == (3, 3)
+    assert (record["payer_org"], record["aco_org"]) == ("cms", "river")
+
+
+@pytest.mark.parametrize("page", [2, 5, tcoc.MAX_PAGE])
+def test_the_page_size_does_not_change_the_revenue(page):
+    one = compute_revenue(revenue_world(), page=1)
+    other = compute_revenue(revenue_world(), page=page)
+    assert {f: one[f] for f in REVENUE_FIGURES} == {f: other[f] for f in REVENUE_FIGURES}
+
+
+def test_revenue_pages_must_come_in_order_and_a_failed_page_changes_nothing():
+    chain = revenue_world()
+    chain.ok(admin("audit"), "revenue_open", WINDOW)
+    chain.fails(admin("audit"), "revenue_accumulate", dict(WINDOW, cursor=1, limit=2), "conflict")
+    chain.fails(admin("audit"), "revenue_accumulate", dict(WINDOW, cursor=0, limit=0), "invalid_value")
+    chain.fails(admin("audit"), "revenue_close", WINDOW, "conflict")  # claims left
+    chain.ok(admin("audit"), "revenue_accumulate", dict(WINDOW, cursor=0, limit=4))
+    chain.fails(admin("audit"), "revenue_accumulate", dict(WINDOW, cursor=0, limit=4), "conflict")  # sent twice
+    chain.ok(admin("audit"), "revenue_accumulate", dict(WINDOW, cursor=4, limit=4))
+    chain.fails(admin("audit"), "revenue_accumulate", dict(WINDOW, cursor=6, limit=1), "conflict")  # nothing left
+    chain.fails(admin("audit"), "revenue_open", WINDOW, "already_exists")
+    chain.ok(admin("audit"), "revenue_close", WINDOW)
+    chain.fails(admin("audit"), "revenue_close", WINDOW, "already_exists")
+    chain.fails(admin("audit"), "revenue_open", dict(WINDOW, restart=True), "already_exists")
+
+
+def test_claims_recorded_after_revenue_open_are_not_counted():
+    chain = revenue_world()
+    chain.ok(admin("audit"), "revenue_open", WINDOW)
+    claim_by(chain, "cms", "late-1", BOB, RIVER_TIN, 55_000)
+    chain.ok(admin("audit"), "revenue_accumulate", dict(WINDOW, cursor=0, limit=100))
+    chain.ok(admin("audit"), "revenue_close", WINDOW)
+    assert chain.get(REVENUE_KEY)["claims_total"] == 6 and chain.get(REVENUE_KEY)["revenue_cents"] == 250_000
+
+
+def test_a_participant_change_after_revenue_open_stops_it_until_restart():
+    chain = revenue_world()
+    chain.ok(admin("audit"), "revenue_open", WINDOW)
+    chain.ok(admin("river"), "aco_remove_participant", {"program_id": PROGRAM, "aco_id": "river-aco",
+                                                        "tin": RIVER_TIN_2})
+    chain.fails(admin("audit"), "revenue_accumulate", dict(WINDOW, cursor=0, limit=10), "conflict")
+    chain.fails(admin("audit"), "revenue_close", WINDOW, "conflict")
+    chain.ok(admin("audit"), "revenue_open", dict(WINDOW, restart=True))
+    assert chain.get(REVENUE_KEY)["tins"] == sorted([RIVER_TIN, SHARED_TIN])
+
+
+def test_the_programs_payer_or_an_auditor_computes_the_revenue_but_not_another_payer_or_a_provider():
+    chain = revenue_world()
+    assert compute_revenue(chain, page=10, sender=admin("cms"))["revenue_cents"] == 250_000
+    fresh = revenue_world()
+    fresh.fails(admin("acme"), "revenue_open", WINDOW, "not_permitted")
+    fresh.fails(admin("river"), "revenue_open", WINDOW, "not_permitted")
+    fresh.fails(admin("audit"), "revenue_open", dict(WINDOW, aco_id="no-such-aco"), "not_found")
+    fresh.fails(admin("audit"), "revenue_accumulate", dict(WINDOW, cursor=0, limit=1), "not_found")
+
+
 # ------------------------------------------------------------------ benchmark, quality standard, settlement
 
 # Benchmark (per capita, cents): 0.1 × 36,000 + 0.3 × 39,000 + 0.6 × 40,000 = 39,300;
@@ -201,10 +303,13 @@ RESULTS = {"river": {"bp": (80, 100), "a1c-poor": (10, 100), "screen": (70, 100)
            "hill": {"bp": (40, 100), "a1c-poor": (50, 100), "screen": (90, 100)}}
 
 
-def payment_world(year: int = 2025, track: str = "A") -> Chain:
+def payment_world(year: int = 2025, track: str = "C") -> Chain:
+    """BASIC Level C with the fixed 2 % MSR/MLR (three assigned beneficiaries are far below
+    any MSR scale, so a variable MSR would be refused) and a revenue-based loss limit."""
     chain = world()
     chain.ok(admin("cms"), "program_register", {"program_id": "mssp-pay", "type": "mssp", "performance_year": year,
-                                                "params": {"track": track}, "participants": [["river", 10_000]]})
+                                                "params": {"track": track, "msr_option_bps": 200},
+                                                "participants": [["river", 10_000]]})
     chain.ok(admin("river"), "program_sign", {"program_id": "mssp-pay"})
     for measure_id, domain, inverse in MEASURES:
         chain.ok(admin("audit"), "measure_define", {
@@ -322,8 +427,9 @@ def test_the_multiplier_rule_needs_minimum_attainment_in_every_domain():
 
 def settle_body(chain: Chain, tcoc_key: bytes | None = None, **refs) -> dict:
     body = {"program_id": "mssp-pay", "stage": "final", "tcoc_ref": reference(chain, tcoc_key or PAY_TCOC_KEY),
-            "benchmark_ref": reference(chain, BENCHMARK_KEY), "quality_ref": reference(chain, STANDARD_KEY),
-            "small_population_msr_bps": 200}  # below 5,000 assigned: CMS's CI-method MSR is an input
+            "benchmark_ref": reference(chain, BENCHMARK_KEY), "quality_ref": reference(chain, STANDARD_KEY)}
+    if PAY_REVENUE_KEY in chain.store:
+        body["revenue_ref"] = reference(chain, PAY_REVENUE_KEY)
     body.update(refs)
     return body
 
@@ -340,6 +446,9 @@ def tcoc_for_payment_program(chain: Chain) -> None:
     chain.ok(admin("audit"), "tcoc_open", dict(window, truncation_cents=100_000))
     chain.ok(admin("audit"), "tcoc_accumulate", dict(window, cursor=0, limit=10))
     chain.ok(admin("audit"), "tcoc_close", window)
+    chain.ok(admin("audit"), "revenue_open", window)
+    chain.ok(admin("audit"), "revenue_accumulate", dict(window, cursor=0, limit=10))
+    chain.ok(admin("audit"), "revenue_close", window)
 
 
 def test_the_settlement_takes_every_input_from_the_cited_records():
@@ -358,8 +467,11 @@ def test_the_settlement_takes_every_input_from_the_cited_records():
     assert record["references"]["assigned"] == record["references"]["expenditures"] == body["tcoc_ref"]
     assert record["references"]["benchmark"] == body["benchmark_ref"]
     assert record["result"]["gross_savings_cents"] == 3_600
-    # r = 3,600 / 123,600 ≈ 2.9 % ≥ MSR 2 %; BASIC A: 40 % × 0.98 → 1,411.2 → 1,411 cents
-    assert record["result"]["earned_cents"] == 1_411
+    # r = 3,600 / 123,600 ≈ 2.9 % ≥ MSR 2 %; BASIC C: 50 % × 0.98 → 1,764 cents
+    assert record["result"]["earned_cents"] == 1_764
+    # the participants' revenue from the claims of river's TINs (a1 + a2 + b1), high revenue
+    assert inputs["participant_revenue_cents"] == 250_000 and inputs["high_revenue"] is True
+    assert record["references"]["revenue"] == body["revenue_ref"]
 
 
 def test_mismatched_stale_or_open_records_are_refused_and_change_nothing():
@@ -373,6 +485,13 @@ def test_mismatched_stale_or_open_records_are_refused_and_change_nothing():
     chain.fails(admin("cms"), "settlement_submit", dict(good, quality_ref=good["benchmark_ref"]),
                 "mismatched_reference")
     chain.fails(admin("cms"), "settlement_submit", dict(good, tcoc_ref=reference(chain, key("org", "cms"))),
+                "mismatched_reference")
+    # Level C has a revenue-based loss limit: the participants' revenue must be cited, and
+    # it must be the revenue of this program's ACO (not the attribution program mssp-2025's)
+    chain.fails(admin("cms"), "settlement_submit", {k: v for k, v in good.items() if k != "revenue_ref"},
+                "missing_input")
+    compute_revenue(chain, page=10)
+    chain.fails(admin("cms"), "settlement_submit", dict(good, revenue_ref=reference(chain, REVENUE_KEY)),
                 "mismatched_reference")
     # a changed benchmark: the old hash is stale
     chain.ok(admin("cms"), "benchmark_set", dict(BENCHMARK, regional_adjustment_cents=800))
