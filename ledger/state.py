@@ -24,15 +24,20 @@ Storage layout (under an optional namespace prefix):
   K ‖ key                 -> latest value (one get for execution reads)
   M latest / M pruned     -> u64 latest version / oldest retained version
 
-Speed (scripts/bench_state.py; roots, node bytes and proof bytes unchanged):
-- an LRU of decoded internal nodes with their binary-subtree hashes; nodes a
-  version replaces are dropped from it when that version is written, so it
-  holds the live tree rather than a window of dead nodes. Sized (default
-  DEFAULT_CACHE_NODES) to hold every internal node of ~1M keys, updates read
-  only leaves from the store;
+Speed (scripts/bench_state.py; roots, node bytes and proof bytes unchanged,
+tests/ledger/test_state_cache.py pins the stored bytes):
+- an LRU of internal nodes, each ONE bytes object (`Node`: binary-subtree
+  hashes, its leaves' key hashes, the stored encoding), so the cyclic
+  collector never scans the cache; nodes a version replaces are dropped
+  from it when that version is written, so it holds the live tree rather
+  than a window of dead nodes. Sized (default DEFAULT_CACHE_NODES) to hold
+  every internal node of ~1M keys: updates read no internal node, and a
+  write to an existing key whose parent is cached reads no leaf either;
+- one write below a node (most nodes under the top levels of a block) edits
+  the decoded node in place and re-hashes only the slot's 4 ancestors; a
+  write into another key's leaf slot builds the new two-leaf node directly;
 - internal hashes via a copy of a SHA-256 state that has absorbed the
-  prefix (no byte concatenation); a changed slot re-hashes only its 4
-  ancestors; one reused msgpack Packer;
+  prefix (no byte concatenation); one reused msgpack Packer;
 - `from_bytes` decodes with msgpack, checks the structure and compares the
   proof's own canonical encoding with the input instead of codec's generic
   re-encoding walk; `verify` folds siblings over a precomputed bit string.
@@ -61,9 +66,11 @@ MAX_SIBLINGS = 256
 # Largest canonical proof: 256 siblings of 34 B plus a leaf is under 9 KiB.
 MAX_PROOF_BYTES = 16 * 1024
 HASH_BYTES = 32
-# Decoded internal nodes kept in memory (LRU). 1M random keys have ~330k
-# internal nodes; measured ~1.7 KB each decoded with their binary-subtree
-# hashes, so the default holds the whole internal tree of ~1M keys in ~700 MB.
+# Internal nodes kept in memory (LRU). 1M random keys have ~330-360k internal
+# nodes. A cached `Node` is 512 B of subtree hashes + 32 B per leaf child +
+# its encoding (~0.1-0.65 KB): at most ~1.9 KB, measured ~0.8 KB on average
+# with its key, so the default holds the whole internal tree of ~1M keys in
+# ~0.3 GB (bounded by ~0.8 GB whatever the shape).
 DEFAULT_CACHE_NODES = 400_000
 
 _U64 = struct.Struct(">Q")
@@ -118,24 +125,6 @@ def leaf_hash(params: TreeParams, key_hash: bytes, value_hash: bytes) -> bytes:
     return _sha256(params.leaf_prefix + key_hash + value_hash).digest()
 
 
-class _Node:
-    """A decoded internal node plus its binary subtree in heap layout.
-
-    Index 1 is the node hash, slot s sits at 16 + s, entry i has children 2i
-    and 2i+1. Kept with the cached node so re-hashing after a change only
-    recomputes the 4 ancestors of each changed slot.
-    """
-
-    __slots__ = ("children", "hashes", "kinds")
-
-    def __init__(self, children: tuple[Child | None, ...]) -> None:
-        # Tuples and bytes: once the collector has seen them they are
-        # untracked, so a large cache does not slow every full collection.
-        self.children = children
-        self.hashes: tuple[bytes, ...] = ()
-        self.kinds: bytes = b""
-
-
 def _prefixed(prefix: bytes) -> Any:
     """`copy` of a SHA-256 state that has absorbed `prefix` (cheaper than
     hashing `prefix + left + right`: no concatenations, prefix absorbed once)."""
@@ -148,50 +137,56 @@ def _prefixed(prefix: bytes) -> Any:
 
 
 _PREFIXED: dict[bytes, Any] = {}
-_ALL_INDEXES = tuple(range(15, 0, -1))
+_ALL_ENTRIES = tuple(range(15, 0, -1))
 _BY_KEY_HASH = operator.attrgetter("kh")
 
 
-def _rehash(node: _Node, params: TreeParams, changed: list[int] | None = None) -> int:
-    """Fill node.hashes/kinds (all of them, or the ancestors of `changed` slots).
+# An internal node as cached: ONE bytes object,
+#   kinds of entries 0..31 (32 B) ‖ hashes of entries 1..15 (32 B each; the
+#     slot hashes, entries 16..31, are in the encoding)
+#   ‖ the key hash of each leaf child, in slot order (32 B each; zeros when
+#     not known, e.g. for a node read back from the store)
+#   ‖ the stored encoding (`_encode_internal`, the bytes on disk).
+# The binary subtree is in heap layout: entry 1 is the node hash, slot s is
+# entry 16 + s, entry i has children 2i and 2i+1; kinds[i] says whether entry
+# i is empty, one leaf or more (the collapse rule needs it). Keeping the
+# subtree means a change re-hashes only the 4 ancestors of a slot; keeping
+# the encoding means a change re-packs the node without a 16-slot walk;
+# knowing the leaves' key hashes means a write to an existing key replaces
+# its leaf without reading it from the store.
+# A bytes object is invisible to the cyclic collector: the tuples of children
+# and hashes this replaced cost ~60 collector visits per new node in young
+# collections (~20 % of an update at 1M keys) and ~1.6x the memory.
+Node = bytes
+_INNER = 512  # kinds + 15 entry hashes; the leaf key hashes start here
+_LEAF_BYTE = bytes((1,))  # == bytes((_LEAF,)): counts leaf slots in the kinds
+_UNKNOWN = bytes(32)  # a leaf key hash not known
 
-    Collapse rule: a range holding exactly one leaf hashes to that leaf; an
-    empty range to the placeholder; a lone *internal* child is hashed with
-    placeholders. Returns the number of SHA-256 calls.
-    """
-    children = node.children
-    placeholder = params.placeholder
-    if changed is None or not node.hashes:
-        hashes = [placeholder] * 32
-        kinds = bytearray(32)
-        slot = 16
-        for child in children:
-            if child is not None:
-                hashes[slot] = child[1]
-                kinds[slot] = _LEAF if child[2] == 1 else _OTHER
-            slot += 1
-        todo: Any = _ALL_INDEXES
-    else:
-        hashes = list(node.hashes)
-        kinds = bytearray(node.kinds)
-        for slot in changed:
-            child = children[slot]
-            if child is None:
-                hashes[16 + slot] = placeholder
-                kinds[16 + slot] = _EMPTY
-            else:
-                hashes[16 + slot] = child[1]
-                kinds[16 + slot] = _LEAF if child[2] == 1 else _OTHER
-        # Ancestors level by level (bottom-up); within a level order is free.
-        if len(changed) == 1:
-            index = (16 + changed[0]) >> 1
-            todo = (index, index >> 1, index >> 2, 1)
-        else:
-            level3 = {(16 + slot) >> 1 for slot in changed}
-            level2 = {index >> 1 for index in level3}
-            level1 = {index >> 1 for index in level2}
-            todo = [*level3, *level2, *level1, 1]
-    copy = _prefixed(params.internal_prefix)
+
+def _encoded_start(node: bytes) -> int:
+    """Where the stored encoding starts in a cached node (after the leaf key hashes)."""
+    return _INNER + (node.count(_LEAF_BYTE, 16, 32) << 5)
+
+
+def _subtree(children: Any, placeholder: bytes) -> tuple[list[Any], bytearray]:
+    """Entry hashes (slots 16..31 filled from `children`, the rest
+    placeholders) and kinds (slots set, the rest empty)."""
+    hashes = [placeholder] * 32
+    kinds = bytearray(32)
+    slot = 16
+    for child in children:
+        if child is not None:
+            hashes[slot] = child[1]
+            kinds[slot] = _LEAF if child[2] == 1 else _OTHER
+        slot += 1
+    return hashes, kinds
+
+
+def _combine(hashes: list[Any], kinds: bytearray, todo: Any, copy: Any) -> int:
+    """Recompute entries `todo` (bottom-up) from their two children; returns
+    the SHA-256 calls. Collapse rule: a range holding exactly one leaf hashes
+    to that leaf; an empty range to the placeholder; a lone *internal* child
+    is hashed with placeholders."""
     calls = 0
     for index in todo:
         left = index << 1
@@ -210,9 +205,92 @@ def _rehash(node: _Node, params: TreeParams, changed: list[int] | None = None) -
             hashes[index] = state.digest()
             kinds[index] = _OTHER
             calls += 1
-    node.hashes = tuple(hashes)
-    node.kinds = bytes(kinds)
     return calls
+
+
+def _node_of(encoded: bytes, children: Any, params: TreeParams) -> tuple[Node, int]:
+    """The cached form of the node stored as `encoded` (16 `children`), its
+    subtree hashed from scratch; and the SHA-256 calls."""
+    hashes, kinds = _subtree(children, params.placeholder)
+    calls = _combine(hashes, kinds, _ALL_ENTRIES, _prefixed(params.internal_prefix))
+    return bytes(kinds) + b"".join(hashes[1:16]) + _UNKNOWN * kinds.count(_LEAF_BYTE, 16) + encoded, calls
+
+
+def _rehash(old: bytes, children: Any, changed: list[int], params: TreeParams) -> tuple[bytes, int]:
+    """Kinds + entry hashes (the first _INNER bytes of a Node) after the
+    `changed` slots of the node whose are `old` took the values in
+    `children`; and the SHA-256 calls."""
+    hashes, kinds = _subtree(children, params.placeholder)
+    kinds[:16] = old[:16]
+    for index in range(1, 16):
+        hashes[index] = old[index << 5 : (index + 1) << 5]
+    # Ancestors level by level (bottom-up); within a level order is free.
+    level3 = {(16 + slot) >> 1 for slot in changed}
+    level2 = {index >> 1 for index in level3}
+    level1 = {index >> 1 for index in level2}
+    calls = _combine(hashes, kinds, [*level3, *level2, *level1, 1], _prefixed(params.internal_prefix))
+    return bytes(kinds) + b"".join(hashes[1:16]), calls
+
+
+def _rehash_slot(
+    old: bytes, slot: int, child: Child | None, sibling: bytes, sibling_kind: int, params: TreeParams
+) -> tuple[bytes, int]:
+    """`_rehash` for one changed slot, given the hash and kind of the slot
+    next to it: walks its 4 ancestors and reads their siblings from `old`."""
+    inner = bytearray(old[:_INNER])
+    index = 16 + slot
+    if child is None:
+        current, kind = params.placeholder, _EMPTY
+    else:
+        current, kind = child[1], (_LEAF if child[2] == 1 else _OTHER)
+    inner[index] = kind
+    copy = _prefixed(params.internal_prefix)
+    calls = 0
+    while True:
+        if index & 1:
+            left, left_kind, right, right_kind = sibling, sibling_kind, current, kind
+        else:
+            left, left_kind, right, right_kind = current, kind, sibling, sibling_kind
+        index >>= 1
+        if right_kind == _EMPTY and left_kind != _OTHER:
+            current, kind = left, left_kind
+        elif left_kind == _EMPTY and right_kind == _LEAF:
+            current, kind = right, _LEAF
+        else:
+            state = copy()
+            state.update(left)
+            state.update(right)
+            current, kind = state.digest(), _OTHER
+            calls += 1
+        offset = index << 5
+        inner[offset : offset + 32] = current
+        inner[index] = kind
+        if index == 1:
+            return bytes(inner), calls
+        other = index ^ 1
+        offset = other << 5
+        sibling, sibling_kind = inner[offset : offset + 32], inner[other]
+
+
+def _children_of(flat: list[Any]) -> list[Child | None]:
+    """The 16 slots of a decoded node [bitmap, version, hash, leaf_count, ...]."""
+    children: list[Child | None] = [None] * 16
+    bitmap = flat[0]
+    j = 1
+    for slot in range(16):
+        if bitmap >> slot & 1:
+            children[slot] = (flat[j], flat[j + 1], flat[j + 2])
+            j += 3
+    return children
+
+
+def _child_at(node: Node, slot: int) -> Child | None:
+    flat = _unpackb(node[_encoded_start(node) :])
+    bitmap = flat[0]
+    if not bitmap >> slot & 1:
+        return None
+    j = 1 + 3 * (bitmap & ((1 << slot) - 1)).bit_count()
+    return (flat[j], flat[j + 1], flat[j + 2])
 
 
 def _nibble(key_hash: bytes, depth: int) -> int:
@@ -221,6 +299,7 @@ def _nibble(key_hash: bytes, depth: int) -> int:
 
 
 _HIGH_NIBBLE = tuple(bytes((byte & 0xF0,)) for byte in range(256))
+_BYTE = tuple(bytes((byte,)) for byte in range(256))
 
 
 def _node_key(version: int, key_hash: bytes, depth: int) -> bytes:
@@ -307,7 +386,6 @@ def _decode_root(data: bytes) -> Child | None:
 
 
 _NO_CHILDREN: tuple[None, ...] = (None,) * 16
-_EMPTY_KINDS = bytes(32)
 
 
 # --------------------------------------------------------------------------- proofs
@@ -487,13 +565,16 @@ def _check_fields(leaf: Any, siblings: Any) -> None:
 class _LeafOut:
     """A subtree that collapsed to one leaf; its parent decides where it is stored."""
 
-    __slots__ = ("leaf", "old_key", "old_depth", "changed")
+    __slots__ = ("leaf", "old_key", "old_depth", "changed", "hash")
 
-    def __init__(self, leaf: Leaf, old_key: bytes | None, old_depth: int, changed: bool) -> None:
+    def __init__(
+        self, leaf: Leaf, old_key: bytes | None, old_depth: int, changed: bool, hash: bytes | None = None
+    ) -> None:
         self.leaf = leaf
         self.old_key = old_key  # node key it is stored under now (None: new)
         self.old_depth = old_depth
         self.changed = changed
+        self.hash = hash  # the leaf hash, when already computed
 
 
 class _Item:
@@ -518,6 +599,13 @@ class _Item:
         self.old_depth = old_depth
 
 
+def _leaf_out(item: _Item) -> _LeafOut:
+    """The leaf a put (or a pushed-down existing leaf) becomes; a block's own
+    writes (no old node key) are changed leaves."""
+    leaf = (item.kh, item.vh, item.key, item.value)
+    return _LeafOut(leaf, item.old_key, item.old_depth, item.old_key is None)  # type: ignore[arg-type]
+
+
 class _Pass:
     """The batch being built for one version."""
 
@@ -527,18 +615,10 @@ class _Pass:
         self.version = version
         self.batch = WriteBatch()
         self.puts = self.batch.puts  # our keys are bytes by construction
-        self.written: dict[bytes, Any] = {}
+        self.written: dict[bytes, Node] = {}  # cached form of the nodes put
         self.replaced: list[bytes] = []  # node keys this version makes stale
         self.node_prefix = ns + b"N"
         self.hashes = 0
-
-    def stale(self, node_key: bytes) -> None:
-        self.replaced.append(node_key)
-
-    def put_node(self, node_key: bytes, encoded: bytes, decoded: Any) -> None:
-        self.puts[self.node_prefix + node_key] = encoded
-        if decoded is not None:
-            self.written[node_key] = decoded
 
 
 class StateTree:
@@ -559,12 +639,13 @@ class StateTree:
         """`cache_nodes` bounds the LRU of decoded internal nodes (0: none).
 
         `gc_promote` (off by default): after each prepare, move all tracked
-        objects to the oldest GC generation without scanning them. The new
-        cached nodes are otherwise scanned by the young collections (with the
-        32 hashes and 16 children each refers to), ~20% of an update in
-        measurements. It is process-wide: garbage cycles of other code that
-        exist at that moment wait for the next full collection, so enable it
-        in a process whose main job is applying blocks, not by default.
+        objects to the oldest GC generation without scanning them. Cached
+        nodes are bytes objects, which the collector never tracks, so this
+        now gains little (it saved ~20% when nodes were tuples of hashes and
+        children); kept for callers that set it. It is process-wide: garbage
+        cycles of other code that exist at that moment wait for the next full
+        collection, so enable it only in a process whose main job is applying
+        blocks.
         """
         self._kv = kv
         self._gc_promote = gc_promote
@@ -575,7 +656,7 @@ class StateTree:
         self._pending: tuple[int, bytes, _Pass] | None = None
         self._run: _Pass = _Pass(0, namespace)
         self._leaf_state = _prefixed(params.leaf_prefix)
-        self._empty_hashes = (params.placeholder,) * 32
+        self._empty_inner = bytes(32) + params.placeholder * 15
         self.last_hashes = 0  # SHA-256 calls of the last prepare (benchmarks)
         self.node_reads = 0  # internal nodes read from the store (cache misses)
         self.leaf_reads = 0  # leaves read from the store
@@ -639,7 +720,7 @@ class StateTree:
             if entry[2] == 1:
                 leaf = self._load_leaf(node_key)
                 return leaf[3] if leaf[0] == kh else None
-            entry = self._load_internal(node_key).children[_nibble(kh, depth)]
+            entry = _child_at(self._load_internal(node_key), _nibble(kh, depth))
             depth += 1
         return None
 
@@ -653,26 +734,35 @@ class StateTree:
         depth = 0
         while entry is not None and entry[2] != 1:
             node = self._load_internal(_node_key(entry[0], kh, depth))
-            if not node.hashes:
-                _rehash(node, self._params)
-            hashes, kinds = node.hashes, node.kinds
             nibble = _nibble(kh, depth)
             entry = None
             index = 1
             for level in (3, 2, 1, 0):
                 index = (index << 1) | (nibble >> level & 1)
-                sibling = hashes[index ^ 1]
+                other = index ^ 1
+                if node[other] == _EMPTY:
+                    sibling = placeholder
+                elif level:
+                    sibling = node[other << 5 : (other + 1) << 5]
+                else:
+                    flat = _unpackb(node[_encoded_start(node) :])
+                    bitmap = flat[0]
+                    sibling = flat[2 + 3 * (bitmap & ((1 << (other - 16)) - 1)).bit_count()]
                 siblings.append(b"" if sibling == placeholder else sibling)
-                kind = kinds[index]
+                kind = node[index]
                 if kind == _EMPTY:
                     break
                 if kind == _LEAF:
                     low = (index << level) - 16
-                    slot = next(s for s in range(low, low + (1 << level)) if node.children[s])
-                    entry = node.children[slot]
-                    return self._leaf_proof(entry, kh, depth + 1, slot, siblings)
+                    slot = next(s for s in range(low, low + (1 << level)) if node[16 + s] != _EMPTY)
+                    entry = _child_at(node, slot)
+                    return self._leaf_proof(entry, kh, depth + 1, slot, siblings)  # type: ignore[arg-type]
                 if level == 0:
-                    entry = node.children[nibble]
+                    if node[other] == _EMPTY:
+                        flat = _unpackb(node[_encoded_start(node) :])
+                        bitmap = flat[0]
+                    j = 1 + 3 * (bitmap & ((1 << nibble) - 1)).bit_count()
+                    entry = (flat[j], flat[j + 1], flat[j + 2])
             depth += 1
         if entry is None:
             return StateProof(None, tuple(reversed(siblings)))
@@ -711,9 +801,9 @@ class StateTree:
             raise ValidationError("version must be an int in 0..2**64-1")
         if latest is not None and version <= latest:
             raise ValidationError("version %d is not after %d" % (version, latest))
-        # The update allocates ~100 short-lived objects per write and creates
-        # no reference cycles; pausing the cyclic collector meanwhile halves
-        # the cost (full collections would re-walk the node cache each time).
+        # The update allocates short-lived objects (items, lists, decoded
+        # nodes) and creates no reference cycles: collections during it would
+        # only re-scan live work, so the cyclic collector is paused meanwhile.
         paused = gc.isenabled()
         gc.disable()
         try:
@@ -784,50 +874,94 @@ class StateTree:
         if not items:
             return entry
         if entry is None:
-            result = self._update_empty(0, items)
+            result = self._update_empty(0, items, b"")
         elif entry[2] == 1:
-            node_key = _node_key(entry[0], b"", 0)
-            result = self._update_leaf(0, node_key, self._load_leaf(node_key), items)
+            node_key = _NODE_KEY_HEAD.pack(entry[0], 0)
+            result = self._update_leaf(0, node_key, self._load_leaf(node_key), items, b"")
         else:
-            result = self._update_internal(0, entry, items)
-        if isinstance(result, _LeafOut):
-            return self._place_leaf(result, 0, entry)
+            node_key = _NODE_KEY_HEAD.pack(entry[0], 0)
+            result = self._build(0, entry, self._load_internal(node_key), items, b"")
+        if type(result) is _LeafOut:
+            return self._place_leaf(result, 0, entry, b"")
         return result
 
-    def _place_leaf(self, out: _LeafOut, depth: int, previous: Child | None) -> Child:
-        """Store a collapsed leaf at `depth` unless it is already there unchanged."""
+    def _place_leaf(self, out: _LeafOut, depth: int, previous: Child | None, path: bytes) -> Child:
+        """Store a collapsed leaf at `depth` (nibble path `path`) unless it is
+        already there unchanged."""
         run = self._run
-        kh, vh = out.leaf[0], out.leaf[1]
         if not out.changed and out.old_depth == depth and previous is not None:
             return previous
         if out.old_key is not None:
-            run.stale(out.old_key)
-        node_key = _node_key(run.version, kh, depth)
-        run.puts[run.node_prefix + node_key] = _pack(list(out.leaf))
+            run.replaced.append(out.old_key)
+        leaf = out.leaf
+        run.puts[run.node_prefix + _NODE_KEY_HEAD.pack(run.version, depth) + path] = _pack(list(leaf))
+        if out.hash is not None:
+            return (run.version, out.hash, 1)
         run.hashes += 1
         state = self._leaf_state()
-        state.update(kh)
-        state.update(vh)
+        state.update(leaf[0])
+        state.update(leaf[1])
         return (run.version, state.digest(), 1)
 
-    def _update_empty(self, depth: int, items: list[_Item]) -> _LeafOut | Child | None:
+    def _update_empty(self, depth: int, items: list[_Item], path: bytes) -> _LeafOut | Child | None:
         """Place `items` into an empty subtree (deletes of absent keys vanish)."""
         if len(items) == 1:
             item = items[0]
             if item.value is None:
                 return None
-            leaf = (item.kh, item.vh, item.key, item.value)
-            return _LeafOut(leaf, item.old_key, item.old_depth, item.old_key is None)  # type: ignore[arg-type]
+            return _leaf_out(item)
         puts = [item for item in items if item.value is not None]
         if not puts:
             return None
         if len(puts) == 1:
-            item = puts[0]
-            leaf = (item.kh, item.vh, item.key, item.value)
-            return _LeafOut(leaf, item.old_key, item.old_depth, item.old_key is None)  # type: ignore[arg-type]
-        return self._build(depth, None, None, puts)
+            return _leaf_out(puts[0])
+        if len(puts) == 2:
+            return self._build_pair(depth, puts[0], puts[1], path)
+        return self._build(depth, None, None, puts, path)
 
-    def _update_leaf(self, depth: int, node_key: bytes, leaf: Leaf, items: list[_Item]) -> _LeafOut | Child | None:
+    def _build_pair(self, depth: int, first: _Item, second: _Item, path: bytes) -> Child:
+        """`_build` for a new node holding two puts (`first` sorts before
+        `second`): what a write to a slot that holds another key's leaf makes."""
+        run = self._run
+        params = self._params
+        half = depth >> 1
+        below = depth + 1
+        shift = 0 if depth & 1 else 4
+        first_nibble = first.kh[half] >> shift & 15
+        second_nibble = second.kh[half] >> shift & 15
+        version_head = _NODE_KEY_HEAD.pack
+        if first_nibble == second_nibble:
+            # Both go to one slot: a node with a lone internal child.
+            child = self._build_pair(below, first, second, _child_path(first.kh, depth, first_nibble))
+            inner, calls = _rehash_slot(self._empty_inner, first_nibble, child, params.placeholder, _EMPTY, params)
+            flat: list[Any] = [1 << first_nibble, *child]
+            khs = b""
+            count = child[2]
+        else:
+            first_leaf = self._place_leaf(_leaf_out(first), below, None, _child_path(first.kh, depth, first_nibble))
+            second_leaf = self._place_leaf(_leaf_out(second), below, None, _child_path(second.kh, depth, second_nibble))
+            # The first leaf alone collapses all the way up (no hashing); the
+            # second is then hashed against it where their paths meet.
+            inner, calls = _rehash_slot(self._empty_inner, first_nibble, first_leaf, params.placeholder, _EMPTY, params)
+            if second_nibble == first_nibble ^ 1:
+                sibling, sibling_kind = first_leaf[1], _LEAF
+            else:
+                sibling, sibling_kind = params.placeholder, _EMPTY
+            inner, more = _rehash_slot(inner, second_nibble, second_leaf, sibling, sibling_kind, params)
+            calls += more
+            flat = [(1 << first_nibble) | (1 << second_nibble), *first_leaf, *second_leaf]
+            khs = first.kh + second.kh
+            count = 2
+        run.hashes += calls
+        node_key = version_head(run.version, depth) + path
+        encoded = _pack(flat)
+        run.puts[run.node_prefix + node_key] = encoded
+        run.written[node_key] = inner + khs + encoded
+        return (run.version, inner[32:64], count)
+
+    def _update_leaf(
+        self, depth: int, node_key: bytes, leaf: Leaf, items: list[_Item], path: bytes
+    ) -> _LeafOut | Child | None:
         """Merge `items` with the one existing leaf of this subtree."""
         keep = True
         rest = []
@@ -836,30 +970,158 @@ class StateTree:
                 rest.append(item)
             elif item.value is None:
                 keep = False
-                self._run.stale(node_key)
+                self._run.replaced.append(node_key)
             elif item.vh != leaf[1]:
                 keep = False
-                self._run.stale(node_key)
+                self._run.replaced.append(node_key)
                 rest.append(item)
         if keep:
             rest.append(_Item(leaf[0], leaf[2], leaf[3], leaf[1], node_key, depth))
             rest.sort(key=_BY_KEY_HASH)
-        return self._update_empty(depth, rest)
+        return self._update_empty(depth, rest, path)
 
-    def _update_internal(self, depth: int, entry: Child, items: list[_Item]) -> _LeafOut | Child | None:
-        node_key = _node_key(entry[0], items[0].kh, depth)
-        return self._build(depth, entry, self._load_internal(node_key), items)
+    def _rewrite_leaf(self, child: Child, child_key: bytes, item: _Item) -> _LeafOut | Child | None:
+        """`_update_leaf` for a write to the key of leaf `child` (its key hash
+        known from the cached parent): what the leaf held does not matter, so
+        it is not read. Returns `child` itself if the value is the same."""
+        run = self._run
+        if item.value is None:
+            run.replaced.append(child_key)
+            return None
+        state = self._leaf_state()
+        state.update(item.kh)
+        state.update(item.vh)  # type: ignore[arg-type]
+        digest = state.digest()
+        run.hashes += 1
+        if digest == child[1]:
+            return child
+        run.replaced.append(child_key)
+        return _LeafOut((item.kh, item.vh, item.key, item.value), None, -1, True, digest)  # type: ignore[arg-type]
+
+    def _build_one(self, depth: int, entry: Child, old: Node, item: _Item, path: bytes) -> _LeafOut | Child | None:
+        """`_build` for the commonest case: one write below an existing node.
+
+        Same results, stale entries and puts as `_build` with `[item]`; it
+        edits the decoded node in place, re-hashes one slot's ancestors and,
+        when the node knows the key hash of the leaf in the slot, replaces or
+        deletes that leaf without reading it (below the top levels of a block
+        nearly every node gets exactly one write).
+        """
+        run = self._run
+        start = _INNER + (old.count(_LEAF_BYTE, 16, 32) << 5)  # _encoded_start
+        flat = _unpackb(old[start:])
+        bitmap = flat[0]
+        kh = item.kh
+        half = depth >> 1
+        below = depth + 1
+        if depth & 1:
+            nibble = kh[half] & 15
+            child_path = kh[: half + 1]
+        else:
+            nibble = kh[half] >> 4
+            child_path = path + _HIGH_NIBBLE[kh[half]]
+        bit = 1 << nibble
+        j = 1 + 3 * (bitmap & (bit - 1)).bit_count()
+        at = 0  # where this slot's leaf key hash is in `old`, once looked up
+        child: Child | None
+        result: Any
+        if bitmap & bit:
+            child = (flat[j], flat[j + 1], flat[j + 2])
+            child_key = _NODE_KEY_HEAD.pack(child[0], below) + child_path
+            if child[2] == 1:
+                at = _INNER + (old.count(_LEAF_BYTE, 16, 16 + nibble) << 5)
+                if old[at : at + 32] == kh and kh != _UNKNOWN:
+                    result = self._rewrite_leaf(child, child_key, item)
+                    if result is child:
+                        return entry
+                else:
+                    result = self._update_leaf(below, child_key, self._load_leaf(child_key), [item], child_path)
+            else:
+                node = self._cache.get(child_key)
+                if node is None:
+                    node = self._load_internal(child_key)
+                result = self._build_one(below, child, node, item, child_path)
+                if result is child:
+                    return entry
+        else:
+            if item.value is None:
+                return entry  # deleting an absent key changes nothing
+            child = None
+            result = _leaf_out(item)
+        leaf_kh = None
+        if result is None or type(result) is _LeafOut:
+            if bitmap.bit_count() - (child is not None) + (result is not None) <= 1:
+                # Collapse (as in `_build`): with at most one child left this
+                # node disappears unless that child is an internal node.
+                if result is not None:
+                    run.replaced.append(_NODE_KEY_HEAD.pack(entry[0], depth) + path)
+                    return result  # type: ignore[no-any-return]
+                others = bitmap & ~bit
+                if not others:
+                    run.replaced.append(_NODE_KEY_HEAD.pack(entry[0], depth) + path)
+                    return None
+                only_slot = others.bit_length() - 1
+                k = 1 + 3 * (bitmap & ((1 << only_slot) - 1)).bit_count()
+                if flat[k + 2] == 1:
+                    run.replaced.append(_NODE_KEY_HEAD.pack(entry[0], depth) + path)
+                    slot_key = _NODE_KEY_HEAD.pack(flat[k], below) + _child_path(kh, depth, only_slot)
+                    return _LeafOut(self._load_leaf(slot_key), slot_key, below, False)
+            if result is not None:
+                leaf_kh = result.leaf[0]
+                result = self._place_leaf(result, below, child, child_path)
+        if result == child:
+            return entry
+        run.replaced.append(_NODE_KEY_HEAD.pack(entry[0], depth) + path)
+        params = self._params
+        sibling_bit = 1 << (nibble ^ 1)
+        if bitmap & sibling_bit:
+            k = 1 + 3 * (bitmap & (sibling_bit - 1)).bit_count()
+            sibling, sibling_kind = flat[k + 1], (_LEAF if flat[k + 2] == 1 else _OTHER)
+        else:
+            sibling, sibling_kind = params.placeholder, _EMPTY
+        if result is None:
+            del flat[j : j + 3]
+            flat[0] = bitmap ^ bit
+            count = entry[2] - child[2]  # type: ignore[index]
+        elif child is None:
+            flat[j:j] = result
+            flat[0] = bitmap | bit
+            count = entry[2] + result[2]
+        else:
+            flat[j : j + 3] = result
+            count = entry[2] + result[2] - child[2]
+        encoded = _pack(flat)
+        inner, calls = _rehash_slot(old, nibble, result, sibling, sibling_kind, params)
+        run.hashes += calls
+        was_leaf = child is not None and child[2] == 1
+        if leaf_kh is not None or was_leaf:
+            if not at:
+                at = _INNER + (old.count(_LEAF_BYTE, 16, 16 + nibble) << 5)
+            khs = old[_INNER:at] + (leaf_kh or b"") + old[at + 32 if was_leaf else at : start]
+        else:
+            khs = old[_INNER:start]
+        node_key = _NODE_KEY_HEAD.pack(run.version, depth) + path
+        run.puts[run.node_prefix + node_key] = encoded
+        run.written[node_key] = inner + khs + encoded
+        return (run.version, inner[32:64], count)
 
     def _build(
-        self, depth: int, entry: Child | None, old: _Node | None, items: list[_Item]
+        self, depth: int, entry: Child | None, old: Node | None, items: list[_Item], path: bytes
     ) -> _LeafOut | Child | None:
-        """Apply `items` below an internal node (`old`, stored as `entry`) at `depth`."""
+        """Apply `items` below an internal node (`old`, stored as `entry`) at
+        `depth`; `path` is its packed nibble path (first `depth` nibbles)."""
         run = self._run
-        children: tuple[Child | None, ...] = _NO_CHILDREN if old is None else old.children
+        children: Any = _NO_CHILDREN if old is None else _children_of(_unpackb(old[_encoded_start(old) :]))
         half = depth >> 1
-        shift = 0 if depth & 1 else 4
         below = depth + 1
-        results: list[tuple[int, Any]] = []  # (nibble, result), ascending nibbles
+        if depth & 1:
+            # Children's paths end in a full byte: this node's last nibble + theirs.
+            shift, child_stem, child_top, child_shift = 0, path[:-1], path[-1], 0
+        else:
+            shift, child_stem, child_top, child_shift = 4, path, 0, 4
+        version_head = _NODE_KEY_HEAD.pack
+        cache_get = self._cache.get
+        results: list[tuple[int, Any, bytes]] = []  # (nibble, result, child path), ascending nibbles
         total = len(items)
         start = 0
         while start < total:
@@ -867,24 +1129,37 @@ class StateTree:
             end = start + 1
             while end < total and items[end].kh[half] >> shift & 15 == nibble:
                 end += 1
-            group = items[start:end]
-            start = end
+            group = items[start:end] if start or end < total else items
+            start_of_group, start = start, end
+            child_path = child_stem + _BYTE[child_top | nibble << child_shift]
             child = children[nibble]
             if child is None:
-                result = self._update_empty(below, group)
+                result = self._update_empty(below, group, child_path)
             elif child[2] == 1:
-                child_key = _node_key(child[0], group[0].kh, below)
-                result = self._update_leaf(below, child_key, self._load_leaf(child_key), group)
+                child_key = version_head(child[0], below) + child_path
+                if end - start_of_group == 1 and old is not None:
+                    at = _INNER + (old.count(_LEAF_BYTE, 16, 16 + nibble) << 5)
+                    known = old[at : at + 32] == group[0].kh and group[0].kh != _UNKNOWN
+                else:
+                    known = False
+                if known:
+                    result = self._rewrite_leaf(child, child_key, group[0])
+                else:
+                    result = self._update_leaf(below, child_key, self._load_leaf(child_key), group, child_path)
             else:
-                child_key = _node_key(child[0], group[0].kh, below)
-                result = self._build(below, child, self._load_internal(child_key), group)
-            results.append((nibble, result))
+                child_key = version_head(child[0], below) + child_path
+                node = cache_get(child_key)
+                if node is None:
+                    node = self._load_internal(child_key)
+                if end - start_of_group == 1:
+                    result = self._build_one(below, child, node, group[0], child_path)
+                else:
+                    result = self._build(below, child, node, group, child_path)
+            results.append((nibble, result, child_path))
         new_children: list[Any] = list(children)
-        for nibble, result in results:
+        for nibble, result, _ in results:
             new_children[nibble] = result
-        first = items[0].kh
-        path = first[:half] + _HIGH_NIBBLE[first[half]] if depth & 1 else first[:half]
-        old_key = None if entry is None else _NODE_KEY_HEAD.pack(entry[0], depth) + path
+        old_key = None if entry is None else version_head(entry[0], depth) + path
         live = 16 - new_children.count(None)
         if live <= 1:
             only_slot = next((i for i in range(16) if new_children[i] is not None), -1)
@@ -892,35 +1167,32 @@ class StateTree:
             if only is None or not (type(only) is tuple and only[2] != 1):
                 # Collapse: this node disappears; a lone leaf moves up to the parent.
                 if old_key is not None:
-                    run.stale(old_key)
+                    run.replaced.append(old_key)
                 if only is None:
                     return None
                 if type(only) is _LeafOut:
                     return only
-                slot_key = _node_key(only[0], _with_nibble(first, depth, only_slot), below)
+                slot_key = version_head(only[0], below) + child_stem + _BYTE[child_top | only_slot << child_shift]
                 return _LeafOut(self._load_leaf(slot_key), slot_key, below, False)
         changed = []
-        for nibble, result in results:
+        placed = {}  # slot -> key hash of the leaf placed there
+        for nibble, result, child_path in results:
             if type(result) is _LeafOut:
-                result = self._place_leaf(result, below, children[nibble])
+                placed[nibble] = result.leaf[0]
+                result = self._place_leaf(result, below, children[nibble], child_path)
                 new_children[nibble] = result
             if result != children[nibble]:
                 changed.append(nibble)
-        if old is not None and not changed:
-            return entry
-        if old_key is not None:
-            run.stale(old_key)
-        node = _Node(tuple(new_children))
-        if old is not None and old.hashes:
-            node.hashes, node.kinds = old.hashes, old.kinds
-            run.hashes += _rehash(node, self._params, changed)
-        elif old is None:
+        if old is None:
             # A new node: start from the all-empty subtree and hash only the
             # paths of the slots that are filled (usually two leaves).
-            node.hashes, node.kinds = self._empty_hashes, _EMPTY_KINDS
-            run.hashes += _rehash(node, self._params, changed)
-        else:
-            run.hashes += _rehash(node, self._params)
+            old = self._empty_inner
+        elif not changed:
+            return entry
+        if old_key is not None:
+            run.replaced.append(old_key)
+        inner, calls = _rehash(old, new_children, changed, self._params)
+        run.hashes += calls
         if entry is None:
             count = 0
             for child in new_children:
@@ -932,9 +1204,22 @@ class StateTree:
                 was = children[nibble]
                 now = new_children[nibble]
                 count += (0 if now is None else now[2]) - (0 if was is None else was[2])
-        node_key = _NODE_KEY_HEAD.pack(run.version, depth) + path
-        run.put_node(node_key, _encode_internal(new_children), node)
-        return (run.version, node.hashes[1], count)
+        # Leaf key hashes in slot order: placed now, else kept from `old`.
+        khs = []
+        if placed or old[16:32].count(_LEAF_BYTE):
+            at = _INNER
+            for slot in range(16):
+                was_leaf = old[16 + slot] == _LEAF
+                now = new_children[slot]
+                if now is not None and now[2] == 1:
+                    khs.append(placed.get(slot) or old[at : at + 32])
+                if was_leaf:
+                    at += 32
+        node_key = version_head(run.version, depth) + path
+        encoded = _encode_internal(new_children)
+        run.puts[run.node_prefix + node_key] = encoded
+        run.written[node_key] = inner + b"".join(khs) + encoded
+        return (run.version, inner[32:64], count)
 
     # ------------------------------------------------------------ pruning
 
@@ -1006,8 +1291,9 @@ class StateTree:
                 cache.pop(node_key, None)
             # Build order (children before parents): the upper nodes end up
             # most recently used, so they are the last to be evicted.
-            for node_key, node in run.written.items():
-                self._remember(node_key, node)
+            cache.update(run.written)
+            for _ in range(len(cache) - self._cache_nodes):
+                cache.popitem(last=False)
         self._pending = None
 
     def _remember(self, node_key: bytes, node: Any) -> None:
@@ -1016,7 +1302,7 @@ class StateTree:
         if len(cache) > self._cache_nodes:
             cache.popitem(last=False)
 
-    def _load_internal(self, node_key: bytes) -> _Node:
+    def _load_internal(self, node_key: bytes) -> Node:
         node = self._cache.get(node_key)
         if node is not None:
             self._cache.move_to_end(node_key)
@@ -1025,7 +1311,7 @@ class StateTree:
         data = self._kv.get(self._ns + b"N" + node_key)
         if data is None:
             raise StorageError("missing state node %s" % node_key.hex())
-        node = _Node(tuple(_decode_internal(data)))
+        node, _ = _node_of(data, _decode_internal(data), self._params)
         self._remember(node_key, node)
         return node
 
@@ -1035,6 +1321,14 @@ class StateTree:
         if data is None:
             raise StorageError("missing state leaf %s" % node_key.hex())
         return _decode_leaf(data)
+
+
+def _child_path(key_hash: bytes, depth: int, nibble: int) -> bytes:
+    """Packed nibble path of slot `nibble` of the node at `depth` on `key_hash`'s path."""
+    half = depth >> 1
+    if depth & 1:
+        return key_hash[:half] + _BYTE[(key_hash[half] & 0xF0) | nibble]
+    return key_hash[:half] + _BYTE[nibble << 4]
 
 
 def _with_nibble(key_hash: bytes, depth: int, nibble: int) -> bytes:

@@ -126,7 +126,9 @@ def main() -> None:
              (tree.node_reads - node_reads) / max(update_count, 1),
              (tree.leaf_reads - leaf_reads) / max(update_count, 1)))
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("memory: max RSS %.0f MB with %d cached nodes (limit %d)" % (rss_mb, len(tree._cache), args.cache))
+    cached_bytes = sum(len(key) + len(node) for key, node in tree._cache.items())
+    print("memory: max RSS %.0f MB with %d cached nodes (limit %d), %.0f bytes each (node and key)"
+          % (rss_mb, len(tree._cache), args.cache, cached_bytes / max(len(tree._cache), 1)))
 
     nodes = sum(1 for _ in store.iterate_prefix(b"N"))
     print("stored nodes: %d (%.2f per key)" % (nodes, nodes / args.keys))
