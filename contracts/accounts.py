@@ -34,6 +34,15 @@ def require_active(state: StateView, public_key: bytes) -> dict[str, Any]:
     return account
 
 
+def require_active_readonly(state: StateView, public_key: bytes) -> dict[str, Any]:
+    """`require_active` for a caller that only reads the record (the engine's
+    check of every sender): not copied, so it must not be mutated."""
+    account = state.get_readonly(account_key(public_key))
+    if account is None or not account.get("active"):
+        raise UnknownAccount("no active account for key %s" % public_key.hex()[:16])
+    return account
+
+
 def put_account(state: StateView, public_key: bytes, org: str, role: str, **extra: Any) -> None:
     """Create or replace an account. Raises InvalidValue for an unknown role or bad key."""
     if role not in ROLES:
@@ -53,6 +62,11 @@ def consume_nonce(state: StateView, public_key: bytes) -> None:
     state.put(key("nonce", public_key), next_nonce(state, public_key))
 
 
+def record_nonce(state: StateView, public_key: bytes, nonce: int) -> None:
+    """`consume_nonce` when the caller already read `nonce` = `next_nonce(...)`."""
+    state.put(key("nonce", public_key), nonce)
+
+
 # -- permission hooks the engine calls for every transaction (governance sets them)
 
 
@@ -64,7 +78,7 @@ def permission_key(tx_type: str) -> bytes:
 def permitted_roles(state: StateView, tx_type: str, default: frozenset[str]) -> frozenset[str]:
     """The roles that may send `tx_type`: an on-ledger override set by a governance
     proposal wins over the registry's default table."""
-    override = state.get(permission_key(tx_type))
+    override = state.get_readonly(permission_key(tx_type))
     if override is None:
         return default
     return frozenset(override)

@@ -117,11 +117,11 @@ def apply_tx(state: StateView, ctx: BlockContext, tx: Tx, registry: Registry) ->
     try:
         if tx.chain_id != ctx.chain_id:
             raise WrongChain("tx is for chain %r" % tx.chain_id)
-        account = accounts.require_active(state, tx.sender)
+        account = accounts.require_active_readonly(state, tx.sender)  # only read below
         expected = accounts.next_nonce(state, tx.sender)
         if tx.nonce != expected:
             raise BadNonce("nonce %d, expected %d" % (tx.nonce, expected))
-        accounts.consume_nonce(state, tx.sender)
+        accounts.record_nonce(state, tx.sender, expected)
     except ContractError as exc:
         state.rollback(mark)
         return Receipt(tx_hash, False, exc.code, str(exc), ())
@@ -148,6 +148,6 @@ def apply_block(reader: Reader, ctx: BlockContext, txs: Iterable[Tx], registry: 
     from contracts import modules  # noqa: F401  (registers every handler)
 
     table = registry if registry is not None else REGISTRY
-    state = StateView(reader)
+    state = StateView(reader, cache_reads=True)
     receipts = tuple(apply_tx(state, ctx, tx, table) for tx in txs)
     return BlockResult(state.writes(), receipts)

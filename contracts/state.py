@@ -12,6 +12,7 @@ regulator can prove a list is complete (count + every index).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Iterable
 
 from ledger import codec
@@ -28,6 +29,13 @@ _DELETED = object()
 def key(*parts: str | bytes | int) -> bytes:
     """Join key parts with "/": str as UTF-8, bytes as hex, ints as 20-digit decimal
     (fixed width so keys of one kind sort numerically)."""
+    try:
+        return _remembered_key(*parts)
+    except TypeError:  # an unhashable part: `_key` raises what it always raised
+        return _key(*parts)
+
+
+def _key(*parts: str | bytes | int) -> bytes:
     out = []
     for part in parts:
         if isinstance(part, bool):
@@ -41,11 +49,26 @@ def key(*parts: str | bytes | int) -> bytes:
     return "/".join(out).encode()
 
 
-class StateView:
-    """A write overlay with nested snapshots over a read-only committed state."""
+# The same few keys (a sender's account, nonce and balance) are built many
+# times per block; `typed` keeps 1 and True (equal, but True is refused) apart.
+_remembered_key = functools.lru_cache(maxsize=16384, typed=True)(_key)
 
-    def __init__(self, reader: Reader) -> None:
+
+class StateView:
+    """A write overlay with nested snapshots over a read-only committed state.
+
+    `cache_reads=True` (what `apply_block` uses: its reader is the committed
+    state of the previous height, fixed while the block runs) remembers every
+    value read from `reader`, so a key read by many transactions of a block is
+    fetched once. Decoded records are remembered with the bytes they came from
+    and handed out as fresh copies, so a handler that mutates what it read
+    changes nothing it did not `put`.
+    """
+
+    def __init__(self, reader: Reader, *, cache_reads: bool = False) -> None:
         self._reader = reader
+        self._read_cache: dict[bytes, bytes | None] | None = {} if cache_reads else None
+        self._decoded: dict[bytes, tuple[bytes, Any]] = {}  # key -> (bytes, codec.decode(bytes))
         self._writes: dict[bytes, Any] = {}  # key -> bytes | _DELETED
         self._journal: list[tuple[bytes, Any]] = []  # (key, previous overlay entry or missing)
         self._events: list[dict[str, Any]] = []
@@ -56,7 +79,14 @@ class StateView:
         if k in self._writes:
             value = self._writes[k]
             return None if value is _DELETED else value
-        return self._reader(k)
+        cache = self._read_cache
+        if cache is None:
+            return self._reader(k)
+        try:
+            return cache[k]
+        except KeyError:
+            raw = cache[k] = self._reader(k)
+            return raw
 
     def put_bytes(self, k: bytes, value: bytes) -> None:
         if len(k) > MAX_KEY_BYTES or len(value) > MAX_VALUE_BYTES:
@@ -70,19 +100,36 @@ class StateView:
 
     # -- canonical records
     def get(self, k: bytes, default: Any = None) -> Any:
+        value = self.get_readonly(k, _MISSING)
+        if value is _MISSING:
+            return default
+        kind = type(value)
+        return _copy(value) if kind is dict or kind is list else value
+
+    def get_readonly(self, k: bytes, default: Any = None) -> Any:
+        """`get` without the copy: the caller must not mutate what it gets (it
+        is the value every later read of `k` in this view decodes to)."""
         raw = self.get_bytes(k)
         if raw is None:
             return default
+        entry = self._decoded.get(k)
+        if entry is not None and entry[0] is raw:  # the very bytes decoded before
+            return entry[1]
         try:
-            return codec.decode(raw)
+            value = codec.decode(raw)
         except LedgerError as exc:  # committed state is ours: corruption is a bug
             raise RuntimeError("corrupt state value at %r" % k) from exc
+        self._decoded[k] = (raw, value)
+        return value
 
     def put(self, k: bytes, value: Any) -> None:
         try:
-            self.put_bytes(k, codec.encode(value))
+            raw = codec.encode(value)
         except LedgerError as exc:
             raise InvalidValue("cannot store value: %s" % exc) from exc
+        self.put_bytes(k, raw)
+        if type(value) in _DECODES_TO_ITSELF:  # decode(raw) would give an equal value of the same type
+            self._decoded[k] = (raw, value)
 
     def exists(self, k: bytes) -> bool:
         return self.get_bytes(k) is not None
@@ -138,6 +185,19 @@ class StateView:
 
 _MISSING = object()
 _EVENT = object()
+# exact types whose canonical encoding decodes to an equal value of the same
+# type (not subclasses: an IntEnum decodes to a plain int)
+_DECODES_TO_ITSELF = (int, bool, str, bytes, type(None))
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of a decoded value (only dicts, lists and immutable scalars)."""
+    kind = type(value)
+    if kind is dict:
+        return {k: _copy(v) for k, v in value.items()}
+    if kind is list:
+        return [_copy(v) for v in value]
+    return value
 
 
 def iter_sorted(items: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:

@@ -27,9 +27,10 @@ def handle_transfer(state: StateView, tx: Tx, ctx: BlockContext) -> None:
         raise InvalidValue("recipient must be a 32-byte public key")
     if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount <= MAX_AMOUNT:
         raise InvalidValue("amount must be a positive integer of cents")
-    have = state.get(balance_key(tx.sender), 0)
+    sender_key, recipient_key = balance_key(tx.sender), balance_key(to)
+    have = state.get(sender_key, 0)
     if have < amount:
         raise InsufficientFunds("balance %d < %d" % (have, amount))
-    state.put(balance_key(tx.sender), have - amount)
-    state.put(balance_key(to), state.get(balance_key(to), 0) + amount)
+    state.put(sender_key, have - amount)
+    state.put(recipient_key, state.get(recipient_key, 0) + amount)
     state.emit("transfer", sender=tx.sender, to=to, amount=amount)

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgpack
 
-from ledger.errors import DecodeError, EncodeError
+from ledger.errors import DecodeError, EncodeError, LedgerError
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 32
@@ -28,10 +28,12 @@ Value = None | bool | int | bytes | str | list["Value"] | dict[Any, "Value"]
 
 
 def _canonical(value: Any, depth: int) -> Any:
-    """Return `value` with maps rebuilt in canonical key order.
+    """Return `value` with maps rebuilt in canonical key order (the reference walk).
 
     Raises EncodeError on a float, an unknown type, an out-of-range int or
-    nesting deeper than MAX_DEPTH.
+    nesting deeper than MAX_DEPTH. `_fast` handles the common shapes and
+    falls back to this function for the rest; `encode` re-runs it on the whole
+    value whenever the fast walk fails, so errors are exactly this walk's.
     """
     if depth > MAX_DEPTH:
         raise EncodeError("value nested deeper than %d" % MAX_DEPTH)
@@ -56,8 +58,101 @@ def _canonical(value: Any, depth: int) -> Any:
     raise EncodeError("cannot encode type %s" % type(value).__name__)
 
 
+# The fast walk. Exact types only (subclasses go to `_canonical`). It returns
+# `value` itself when it already packs canonically (a tuple packs as the same
+# array as a list; a map whose keys are in canonical order packs as it
+# iterates), and a rebuilt value otherwise.
+#
+# Key order without packing each key: msgpack writes a str as a prefix that
+# grows with the UTF-8 length (fixstr 0xa0+len < str8 0xd9 < str16 0xda <
+# str32 0xdb, lengths big-endian) followed by the UTF-8 bytes, so packed str
+# keys sort as (UTF-8 length, UTF-8 bytes); for ASCII keys that is
+# (len(key), key). Bytes likewise (bin8 0xc4 < bin16 0xc5 < bin32 0xc6):
+# (len(key), key). Maps with other or mixed key types use `_canonical`.
+# tests/ledger/test_codec.py checks both walks give the same bytes and errors.
+
+_PLAIN = (str, bytes, bool, type(None))
+
+
+def _fast(value: Any, depth: int) -> Any:
+    kind = type(value)
+    if kind is str or kind is bytes or kind is bool or value is None:
+        return value
+    if kind is int:
+        if INT_MIN <= value <= INT_MAX:
+            return value
+        raise EncodeError("integer out of 64-bit range")
+    if depth >= MAX_DEPTH:  # a container whose items may be too deep: the reference decides
+        return _canonical(value, depth)
+    if kind is list or kind is tuple:
+        out = None
+        for index, item in enumerate(value):
+            kind = type(item)
+            if kind in _PLAIN or (kind is int and INT_MIN <= item <= INT_MAX):
+                continue
+            new = _fast(item, depth + 1)
+            if new is not item:
+                if out is None:
+                    out = list(value)
+                out[index] = new
+        return value if out is None else out
+    if kind is dict:
+        return _fast_map(value, depth)
+    return _canonical(value, depth)
+
+
+def _fast_map(value: dict[Any, Any], depth: int) -> Any:
+    key_kind = None
+    ordered = True
+    previous_length = -1
+    previous: Any = None
+    for key in value:
+        kind = type(key)
+        if kind is not key_kind:
+            if key_kind is not None or not (kind is str or kind is bytes):
+                return _canonical(value, depth)
+            key_kind = kind
+        if kind is str and not key.isascii():
+            return _canonical(value, depth)
+        if ordered:
+            length = len(key)
+            if length < previous_length or (length == previous_length and key < previous):
+                ordered = False
+            previous_length, previous = length, key
+    changed = False
+    items: dict[Any, Any] = {}
+    for key in (value if ordered else sorted(value, key=_length_then_key)):
+        item = value[key]
+        kind = type(item)
+        if not (kind in _PLAIN or (kind is int and INT_MIN <= item <= INT_MAX)):
+            new = _fast(item, depth + 1)
+            if new is not item:
+                changed = True
+                item = new
+        items[key] = item
+    return value if ordered and not changed else items
+
+
+def _length_then_key(key: Any) -> tuple[int, Any]:
+    return len(key), key
+
+
+# Reused packers: `msgpack.packb` builds a new Packer per call, which costs
+# more than packing a transaction. Each packer serves one caller at a time
+# (list pop/append are atomic, and `encode` also runs in worker threads); one
+# that raised is dropped rather than trusted again.
+_PACKERS: list[msgpack.Packer] = []
+
+
 def _pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True, strict_types=False)
+    """`msgpack.packb(value, use_bin_type=True, strict_types=False)`."""
+    try:
+        packer = _PACKERS.pop()
+    except IndexError:
+        packer = msgpack.Packer(use_bin_type=True, strict_types=False)
+    data = packer.pack(value)
+    _PACKERS.append(packer)
+    return data
 
 
 def encode(value: Any, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
@@ -68,12 +163,20 @@ def encode(value: Any, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
     files such as the persisted consensus state may pass a larger bound).
     """
     try:
-        data = _pack(_canonical(value, 0))
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise EncodeError(str(exc)) from exc
+        data = _pack(_fast(value, 0))
+    except (LedgerError, TypeError, ValueError, OverflowError, RecursionError):
+        data = _encode_reference(value)  # the reference walk raises its own error
     if len(data) > max_bytes:
         raise EncodeError("encoding is %d bytes, limit %d" % (len(data), max_bytes))
     return data
+
+
+def _encode_reference(value: Any) -> bytes:
+    """`encode` through the reference walk only (no size bound); raises EncodeError."""
+    try:
+        return _pack(_canonical(value, 0))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise EncodeError(str(exc)) from exc
 
 
 def _reject_pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
@@ -97,6 +200,23 @@ def decode(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
     data = bytes(data)
     if len(data) > max_bytes:
         raise DecodeError("message is %d bytes, limit %d" % (len(data), max_bytes))
+    # Fast path: maps built in C (no pairs hook), then the canonical re-encode.
+    # It accepts exactly what `_decode_reference` accepts: a duplicate key
+    # leaves a smaller map whose re-encoding cannot equal `data`, an
+    # unhashable key fails the unpack, and `_fast` encodes as `_canonical`.
+    # Anything else (garbage, a mismatch) goes to the reference path, which
+    # raises the DecodeError it always raised.
+    try:
+        value = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False, ext_hook=_reject_ext)
+        if _pack(_fast(value, 0)) == data:
+            return value
+    except Exception:  # noqa: BLE001 — not swallowed: the reference path below decides and raises
+        pass
+    return _decode_reference(data, max_bytes)
+
+
+def _decode_reference(data: bytes, max_bytes: int) -> Any:
+    """`decode` by the reference rules (pairs hook, reference re-encode); raises DecodeError."""
     try:
         value = msgpack.unpackb(
             data,
@@ -111,9 +231,11 @@ def decode(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
     except Exception as exc:  # msgpack raises many unrelated types on garbage
         raise DecodeError("malformed msgpack: %s" % type(exc).__name__) from exc
     try:
-        again = encode(value, max_bytes=max_bytes)
+        again = _encode_reference(value)
     except EncodeError as exc:
         raise DecodeError("not a canonical value: %s" % exc) from exc
+    if len(again) > max_bytes:
+        raise DecodeError("not a canonical value: encoding is %d bytes, limit %d" % (len(again), max_bytes))
     if again != data:
         raise DecodeError("bytes are not in canonical form")
     return value

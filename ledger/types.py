@@ -55,6 +55,8 @@ def _list(value: Any, what: str, length: int | None = None) -> list[Any]:
 
 # --------------------------------------------------------------------- Tx
 
+_SIGNATURE_WIRE_BYTES = 2 + SIGNATURE_BYTES  # bin8 header (0xc4, length) + the signature
+
 
 @dataclass(frozen=True)
 class Tx:
@@ -72,6 +74,10 @@ class Tx:
     signature: bytes = b""
 
     def signing_payload(self) -> bytes:
+        return self._signing_payload
+
+    @cached_property
+    def _signing_payload(self) -> bytes:
         return codec.encode([self.sender, self.nonce, self.type, self.body])
 
     def signed(self, key: Any) -> "Tx":
@@ -100,6 +106,15 @@ class Tx:
 
     @classmethod
     def from_wire(cls, wire: Any) -> "Tx":
+        """A tx from its wire list; raises DecodeError or ValidationError.
+
+        When `KNOWN_TXS` holds a decoded tx whose wire is identical to `wire`
+        (same types, values and key order, hence the same canonical bytes),
+        that tx is returned: its bytes, hash and signing payload are known.
+        """
+        known = KNOWN_TXS.find(wire)
+        if known is not None:
+            return known
         chain_id, sender, nonce, tx_type, body, signature = _list(wire, "tx", 6)
         if not isinstance(body, dict):
             raise ValidationError("tx body must be a map")
@@ -120,7 +135,91 @@ class Tx:
         """
         if isinstance(data, (bytes, bytearray)) and len(data) > MAX_TX_BYTES:
             raise DecodeError("tx is %d bytes, limit %d" % (len(data), MAX_TX_BYTES))
-        return cls.from_wire(codec.decode(data, max_bytes=MAX_TX_BYTES))
+        tx = cls.from_wire(codec.decode(data, max_bytes=MAX_TX_BYTES))
+        # `data` decoded canonically, so it IS `codec.encode(tx.to_wire())`:
+        # 0x96 (an array of 6) ‖ chain id ‖ sender ‖ nonce ‖ type ‖ body ‖
+        # signature (0xc4 0x40 + 64 bytes), each in canonical form. Keep it, and
+        # the signing payload `encode([sender, nonce, type, body])`, which is
+        # 0x94 (an array of 4) ‖ the same middle bytes, instead of re-encoding.
+        raw = bytes(data)
+        start = 1 + len(codec.encode(tx.chain_id))
+        tx.__dict__["_encoded"] = raw
+        tx.__dict__["_signing_payload"] = b"\x94" + raw[start:len(raw) - _SIGNATURE_WIRE_BYTES]
+        return tx
+
+
+class KnownTxs:
+    """Decoded transactions a node holds (its mempool), found again by wire.
+
+    A replica decodes every transaction of a proposal although its mempool
+    decoded most of them already, with their canonical bytes. `find(wire)`
+    looks up a tx registered under the same signature and returns it only if
+    `wire` is *identical* to its wire: the same type at every position, equal
+    values, dict keys in the same order. Canonical encoding is a function of
+    exactly those, so the wire's bytes are the registered tx's bytes, and the
+    registered tx is what `Tx.from_wire(wire)` would build, with its bytes,
+    hash and signing payload already computed. Anything else is a miss.
+
+    Bounded (oldest dropped first); only the owner of a registration removes it.
+    """
+
+    def __init__(self, capacity: int = 65_536) -> None:
+        self.capacity = capacity
+        self._by_signature: dict[bytes, Tx] = {}
+        self.hits = 0
+
+    def __len__(self) -> int:
+        return len(self._by_signature)
+
+    def add(self, tx: Tx) -> None:
+        """Register `tx` (it should come from `Tx.decode`, so its bytes are known)."""
+        known = self._by_signature
+        known[tx.signature] = tx
+        while len(known) > self.capacity:
+            del known[next(iter(known))]
+
+    def discard(self, tx: Tx) -> None:
+        if self._by_signature.get(tx.signature) is tx:
+            del self._by_signature[tx.signature]
+
+    def find(self, wire: Any) -> "Tx | None":
+        if not self._by_signature or type(wire) is not list or len(wire) != 6:
+            return None
+        signature = wire[5]
+        if type(signature) is not bytes:
+            return None
+        known = self._by_signature.get(signature)
+        if known is None:
+            return None
+        # `_identical(wire, known.to_wire())`, field by field (signature equal by lookup)
+        for item, field_value in zip(wire, (known.chain_id, known.sender, known.nonce, known.type)):
+            if type(item) is not type(field_value) or item != field_value:
+                return None
+        if not _identical(wire[4], known.body):
+            return None
+        self.hits += 1
+        return known
+
+
+def _identical(a: Any, b: Any) -> bool:
+    """Same types, values and dict key order all the way down (so the same
+    canonical bytes); stricter than ==, which equates 1, 1.0 and True."""
+    kind = type(a)
+    if kind is not type(b):
+        return False
+    if kind is list or kind is tuple:
+        return len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b))
+    if kind is dict:
+        if len(a) != len(b):
+            return False
+        for (key_a, item_a), (key_b, item_b) in zip(a.items(), b.items()):
+            if type(key_a) is not type(key_b) or key_a != key_b or not _identical(item_a, item_b):
+                return False
+        return True
+    return a == b
+
+
+KNOWN_TXS = KnownTxs()  # filled by the node's mempool; empty (no effect) elsewhere
 
 
 # ------------------------------------------------------------ validators
@@ -362,6 +461,6 @@ def make_certificate(height: int, view: int, block_hash: bytes, votes: dict[byte
 
 
 __all__ = [
-    "Block", "CommitCertificate", "Header", "LedgerError", "Tx", "Validator", "ValidatorSet",
+    "Block", "CommitCertificate", "Header", "KNOWN_TXS", "KnownTxs", "LedgerError", "Tx", "Validator", "ValidatorSet",
     "commit_vote_payload", "compute_tx_root", "is_valid", "make_certificate",
 ]

@@ -26,6 +26,23 @@ of the wrong type is a `ConfigError` naming the key)::
     dial_backoff_initial_ms = 100     # first redial delay, doubled per failure ...
     dial_backoff_max_ms = 10000       # ... up to this
     handshake_timeout_ms = 10000
+    # per-peer rate limits on RECEIVED frames (node/ratelimit.py); 0 disables one limit.
+    # "consensus" = consensus + block-sync channels, "gossip" = tx gossip: separate
+    # budgets, so a gossip flood never starves votes. Over budget: gossip frames are
+    # dropped; consensus frames are dropped, and a peer over its consensus budget
+    # for rate_limit_disconnect_ms (its buckets never refill to half) is disconnected.
+    # Defaults are 10-30x what an honest peer sends in a 4-7 validator cluster at
+    # 3,500 tx/s (~1 MB/s of blocks; gossip alike); bursts hold a full send queue.
+    rate_limit = true                 # false: no per-peer limits at all
+    consensus_rate_bytes = 33554432   # bytes/s per peer (32 MiB/s) ...
+    consensus_burst_bytes = 67108864  # ... bucket size (64 MiB)
+    consensus_rate_msgs = 5000        # frames/s per peer ...
+    consensus_burst_msgs = 10000      # ... bucket size
+    gossip_rate_bytes = 8388608       # 8 MiB/s per peer
+    gossip_burst_bytes = 33554432     # 32 MiB
+    gossip_rate_msgs = 10000
+    gossip_burst_msgs = 20000
+    rate_limit_disconnect_ms = 5000   # continuously over the consensus budget this long
 
     [rpc]
     listen_host = "127.0.0.1"
@@ -53,7 +70,15 @@ of the wrong type is a `ConfigError` naming the key)::
     nonce_window = 64                 # accept nonces in (committed, committed + window]
 
     [storage]
-    retain_versions = 0               # state-tree versions kept for proofs; 0 = keep all
+    keep_recent_versions = 0          # state-tree versions kept (0 = keep all: observers,
+                                      # archives, audit sources). N >= 2: every 8 commits,
+                                      # at tip H, the node prunes versions < H - N + 1, so
+                                      # /state/{key}?prove=true&height=V and /proof/state
+                                      # serve at least V in [H - N + 1, H - 1] (up to 7
+                                      # older may remain; 410 "pruned" below the oldest).
+                                      # Blocks, certificates, receipts are never pruned
+                                      # (block sync and tx proofs keep working). The old
+                                      # name retain_versions is read as this key.
 
     [log]
     level = "info"                    # debug | info | warning | error
@@ -103,6 +128,7 @@ from ledger.crypto import PUBLIC_KEY_BYTES
 from ledger.errors import LedgerError
 from ledger.hashing import sha256
 from ledger.types import MAX_TXS_PER_BLOCK, MAX_VALIDATORS, Validator, ValidatorSet
+from node.ratelimit import Budget, RateLimits
 
 CONFIG_DIR = "config"
 DATA_DIR = "data"
@@ -180,11 +206,30 @@ class P2PSection:
     dial_backoff_initial_ms: int = 100
     dial_backoff_max_ms: int = 10_000
     handshake_timeout_ms: int = 10_000
+    rate_limit: bool = True
+    consensus_rate_bytes: int = 32 * 1024 * 1024
+    consensus_burst_bytes: int = 64 * 1024 * 1024
+    consensus_rate_msgs: int = 5_000
+    consensus_burst_msgs: int = 10_000
+    gossip_rate_bytes: int = 8 * 1024 * 1024
+    gossip_burst_bytes: int = 32 * 1024 * 1024
+    gossip_rate_msgs: int = 10_000
+    gossip_burst_msgs: int = 20_000
+    rate_limit_disconnect_ms: int = 5_000
 
     def __post_init__(self) -> None:
         _check_port(self.listen_port, "[p2p] listen_port")
         _check_positive(self, ("max_frame_bytes", "send_queue_size", "dial_backoff_initial_ms",
-                               "dial_backoff_max_ms", "handshake_timeout_ms"), "p2p")
+                               "dial_backoff_max_ms", "handshake_timeout_ms", "rate_limit_disconnect_ms"), "p2p")
+        for kind in ("consensus", "gossip"):
+            for unit in ("bytes", "msgs"):
+                rate = getattr(self, "%s_rate_%s" % (kind, unit))
+                burst = getattr(self, "%s_burst_%s" % (kind, unit))
+                if rate < 0 or burst < 0:
+                    raise ConfigError("[p2p] %s_rate_%s and %s_burst_%s must be >= 0" % (kind, unit, kind, unit))
+                if rate > 0 and burst < 1:
+                    raise ConfigError("[p2p] %s_burst_%s must be >= 1 when %s_rate_%s limits (> 0)"
+                                      % (kind, unit, kind, unit))
         if self.dial_backoff_max_ms < self.dial_backoff_initial_ms:
             raise ConfigError("[p2p] dial_backoff_max_ms must be >= dial_backoff_initial_ms")
         for peer in self.persistent_peers:
@@ -194,6 +239,15 @@ class P2PSection:
     def peers(self) -> tuple[PeerSpec, ...]:
         """`persistent_peers`, parsed."""
         return tuple(parse_peer(peer) for peer in self.persistent_peers)
+
+    def rate_limits(self) -> RateLimits:
+        """The per-peer budgets these keys describe (`node.ratelimit`)."""
+        return RateLimits(
+            consensus=Budget(self.consensus_rate_bytes, self.consensus_burst_bytes,
+                             self.consensus_rate_msgs, self.consensus_burst_msgs),
+            gossip=Budget(self.gossip_rate_bytes, self.gossip_burst_bytes,
+                          self.gossip_rate_msgs, self.gossip_burst_msgs),
+            disconnect_after_s=self.rate_limit_disconnect_ms / 1000, enabled=self.rate_limit)
 
 
 @dataclass(frozen=True)
@@ -253,11 +307,16 @@ class MempoolSection:
 
 @dataclass(frozen=True)
 class StorageSection:
-    retain_versions: int = 0
+    keep_recent_versions: int = 0
 
     def __post_init__(self) -> None:
-        if self.retain_versions < 0:
-            raise ConfigError("[storage] retain_versions must be >= 0 (0 keeps every version)")
+        if self.keep_recent_versions < 0 or self.keep_recent_versions == 1:
+            raise ConfigError("[storage] keep_recent_versions must be 0 (keep every version) or >= 2 "
+                              "(the latest proof route serves version tip - 1)")
+
+
+# config.toml keys renamed: old name -> new name (an old file still loads)
+_RENAMED_KEYS = {"storage": {"retain_versions": "keep_recent_versions"}}
 
 
 @dataclass(frozen=True)
@@ -397,6 +456,11 @@ def _check_value(value: Any, expected: Any, where: str) -> Any:
 def _build_section(cls: type, table: Any, where: str) -> Any:
     if not isinstance(table, dict):
         raise ConfigError("[%s] must be a table" % where)
+    for old, new in _RENAMED_KEYS.get(where, {}).items():
+        if old in table:
+            if new in table:
+                raise ConfigError("[%s] has both %s and its old name %s" % (where, new, old))
+            table = {(new if k == old else k): v for k, v in table.items()}
     hints = _field_types(cls)
     unknown = sorted(set(table) - set(hints))
     if unknown:

@@ -12,7 +12,8 @@ It feeds inputs one at a time and performs each returned effect IN ORDER:
   back before anything else from outside (the next header depends on it).
 - `ScheduleTimeout` → a timer task delivers the `TimeoutFired` later.
 - `FetchBlocks` → a sync task delivers `BlocksFetched` (maybe empty).
-- `Evidence` → kept for RPC and metrics.
+- `Evidence` → kept for RPC and metrics, and handed to `on_evidence` listeners
+  (the node persists it: `node.store.EvidenceStore`).
 
 An `InvariantViolation` or `ExecutionError` propagates and stops the node
 (halting beats running on after our state diverged).
@@ -231,6 +232,9 @@ def save_guard_state(path: str, data: bytes) -> None:
     GuardFile(path).save(data)
 
 
+_PROPOSAL_KIND = msgpack.packb("proposal")  # b"\xa8proposal"
+
+
 def trim_guard_state(state: bytes, durable_height: int) -> bytes:
     """`state` (an encoded `PersistedState`) without the block bytes of PROPOSAL
     records at heights ≤ `durable_height`; their digests stay.
@@ -244,6 +248,11 @@ def trim_guard_state(state: bytes, durable_height: int) -> bytes:
     digests keep refusing any conflicting signature. Anything unexpected is
     returned unchanged.
     """
+    if _PROPOSAL_KIND not in state:
+        # no record of kind "proposal" (whose msgpack form is exactly these
+        # bytes): nothing to trim — a backup's state, i.e. most saves — so
+        # skip unpacking and repacking the whole state
+        return state
     try:
         wire = msgpack.unpackb(state, raw=False, strict_map_key=False)
         # [version, view, active, records, ...]: touch only the records list
@@ -305,6 +314,7 @@ class Driver:
         self.evidence: list[Evidence] = []
         self.counters: collections.Counter[str] = collections.Counter()
         self.on_commit: list[Callable[[Block, CommitCertificate, Executed], None]] = []
+        self.on_evidence: list[Callable[[Evidence], None]] = []  # e.g. persist it (node.store.EvidenceStore)
         self.committed = trio.Event()  # replaced after every commit: await for "next block"
         self._send, self._receive = trio.open_memory_channel[Input | None](input_queue)
         self._ready_txs: list[Tx] = []
@@ -388,6 +398,8 @@ class Driver:
                     self.evidence.append(effect)
                 log.warning("evidence of double signing", validator=effect.public_key.hex()[:16],
                             kind=effect.kind, view=effect.view, height=effect.height)
+                for evidence_listener in self.on_evidence:
+                    evidence_listener(effect)
 
     async def _save_guard(self, state: bytes) -> None:
         if self.executor is not None:

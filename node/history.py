@@ -39,6 +39,10 @@ class HistoryError(ValueError):
     """A history or proof request names sizes or heights this node cannot serve."""
 
 
+class PrunedError(HistoryError):
+    """The state version asked for was pruned (`[storage] keep_recent_versions`): HTTP 410."""
+
+
 def history_proof(hashes: list[bytes], trusted_height: int, new_height: int) -> HistoryProof:
     """The `HistoryProof` a light client trusting block `trusted_height` needs
     to accept header `new_height`, built from block hashes 1..new_height-1.
@@ -154,6 +158,10 @@ class HistoryService:
         if not 0 <= version <= self.store.height:
             raise HistoryError("state version %d is not committed (tip %d)" % (version, self.store.height))
         tree = self.executor.tree  # type: ignore[attr-defined]
+        oldest = tree.oldest_version()
+        if oldest is not None and version < oldest:
+            raise PrunedError("state version %d is pruned: this node keeps versions >= %d "
+                              "([storage] keep_recent_versions); ask an archive node" % (version, oldest))
         value = tree.get(key, version)
         return {"key": key.hex(), "version": version, "value": None if value is None else value.hex(),
                 "proof": tree.prove(key, version).to_bytes().hex()}

@@ -25,6 +25,9 @@ exposed as `<namespace>_<name>`, namespace "careledger" by default
 | p2p_message_receive_bytes_total             | counter   | peer, channel | p2p              |
 | p2p_dropped_frames_total                    | counter   | reason  | p2p (queue_full, oversize…)|
 | p2p_handshake_failures_total                | counter   | reason  | p2p                        |
+| p2p_rate_limited_total                      | counter   | peer, kind | p2p: frames over a peer's budget, dropped (kind: consensus, gossip) |
+| p2p_rate_limit_disconnects_total            | counter   | peer    | p2p: links closed, consensus budget exceeded persistently |
+| evidence_total                              | counter   |         | evidence store: distinct double-signing offences recorded (kept across restarts) |
 | blocksync_catching_up                       | gauge     |         | sync: 1 while catching up  |
 | state_db_size_bytes                         | gauge     |         | store, on each commit      |
 
@@ -115,6 +118,11 @@ class NodeMetrics:
         self.p2p_dropped_frames = counter("p2p_dropped_frames", "Frames dropped by p2p.", ("reason",))
         self.p2p_handshake_failures = counter(
             "p2p_handshake_failures", "Handshakes that failed or were refused.", ("reason",))
+        self.p2p_rate_limited = counter(
+            "p2p_rate_limited", "Received frames dropped because the peer was over its budget.", ("peer", "kind"))
+        self.p2p_rate_limit_disconnects = counter(
+            "p2p_rate_limit_disconnects", "Peers disconnected for staying over their consensus budget.", ("peer",))
+        self.evidence = counter("evidence", "Distinct double-signing offences recorded (persisted).")
         # sync and storage
         self.blocksync_catching_up = gauge("blocksync_catching_up", "1 while the node is catching up, else 0.")
         self.state_db_size_bytes = gauge("state_db_size_bytes", "Size on disk of the node's database.")
@@ -345,6 +353,14 @@ class RuntimeCollector:
             m.sync_counter(m.p2p_dropped_frames, {"reason": reason}, total)
         for queue, total in _split_prefixed(p2p, "dropped_").items():
             m.sync_counter(m.p2p_dropped_frames, {"reason": "queue_full_" + queue}, total)
+        p2p_runtime = getattr(runtime, "p2p", None)
+        for (key, kind), total in dict(getattr(p2p_runtime, "rate_limited", {})).items():
+            m.sync_counter(m.p2p_rate_limited, {"peer": peer_label(key), "kind": kind}, total)
+        for key, total in dict(getattr(p2p_runtime, "rate_limit_disconnects", {})).items():
+            m.sync_counter(m.p2p_rate_limit_disconnects, {"peer": peer_label(key)}, total)
+        evidence_store = getattr(runtime, "evidence_store", None)
+        if evidence_store is not None:
+            m.sync_counter(m.evidence, {}, evidence_store.total())
         net = runtime.net_info()
         for peer in net.get("peers", []):
             label = {"peer": str(peer.get("public_key", ""))[:PEER_LABEL_HEX], "channel": "all"}

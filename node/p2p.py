@@ -13,6 +13,16 @@
 - Received frames go to the handler registered for their channel; a
   malformed or oversize frame, or an unknown channel, disconnects the peer and
   counts `frames_rejected{reason}`.
+- Per-peer rate limits (`node.ratelimit`): before its handler runs, every
+  received frame is charged to the peer's `consensus` budget (consensus and
+  sync channels) or its `gossip` budget (tx channels), each a token bucket of
+  bytes and one of messages per second. Excess gossip is dropped; excess
+  consensus traffic is dropped, and a peer over its consensus budget for
+  `disconnect_after_s` is disconnected. Budgets belong to the peer's key, so
+  reconnecting does not refill them. Both are counted per peer key and kind
+  (`rate_limited[(peer key, kind)]`, `rate_limit_disconnects[peer key]`) and in
+  `counters` (`rate_limited_<kind>`, `rate_limit_disconnects`). Time comes from
+  the injected `clock` (trio's by default).
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import trio
 
 from node.framing import FrameError, PeerDisconnected
 from node.handshake import HandshakeError, NodeIdentity, SecureChannel, perform_handshake
+from node.ratelimit import PeerRateLimiter, RateLimits, Verdict
 
 log = structlog.get_logger("careledger.p2p")
 
@@ -41,6 +52,12 @@ CHANNELS = HIGH_PRIORITY | {CHANNEL_TX, CHANNEL_TX_BATCH}
 MAX_TX_BATCH_BYTES = 1024 * 1024  # one gossip frame's payload, well below max_frame_bytes
 MAX_TX_BATCH_COUNT = 4096
 MAX_PENDING_HANDSHAKES = 64  # inbound links not yet authenticated, at once
+GOSSIP_CHANNELS = frozenset({CHANNEL_TX, CHANNEL_TX_BATCH})
+
+
+def rate_kind(channel: int) -> str:
+    """The budget a received frame of `channel` is charged to (node.ratelimit.KINDS)."""
+    return "gossip" if channel in GOSSIP_CHANNELS else "consensus"
 
 Handler = Callable[[bytes, int, bytes], Awaitable[None]]
 
@@ -115,12 +132,14 @@ class P2PConfig:
     backoff_max_s: float = 10.0
     consensus_queue: int = 4096
     gossip_queue: int = 2048
+    rate_limits: RateLimits = field(default_factory=RateLimits)
 
 
 class Peer:
     """One live, authenticated link and its two outgoing queues."""
 
-    def __init__(self, public_key: bytes, outbound: bool, channel: SecureChannel, config: P2PConfig) -> None:
+    def __init__(self, public_key: bytes, outbound: bool, channel: SecureChannel, config: P2PConfig,
+                 limiter: PeerRateLimiter | None = None) -> None:
         self.public_key = public_key
         self.outbound = outbound
         self.channel = channel
@@ -132,6 +151,7 @@ class Peer:
         self.cancel_scope = trio.CancelScope()
         self.sent_bytes = 0
         self.received_bytes = 0
+        self.limiter = limiter if limiter is not None else PeerRateLimiter(config.rate_limits, 0.0)
 
     def enqueue(self, channel: int, data: bytes) -> bool:
         """Queue one frame; False if its queue is full (dropped)."""
@@ -160,15 +180,25 @@ class Peer:
 class P2P:
     """The node's peer set. Start with `await nursery.start(p2p.run)` (returns the port)."""
 
-    def __init__(self, identity: NodeIdentity, config: P2PConfig, is_allowed: Callable[[bytes], bool]) -> None:
+    def __init__(self, identity: NodeIdentity, config: P2PConfig, is_allowed: Callable[[bytes], bool],
+                 *, clock: Callable[[], float] = trio.current_time) -> None:
+        """`clock`: seconds for the rate limits (trio's clock: virtual under MockClock)."""
         self.identity = identity
+        self.clock = clock
         self.config = config
         self.is_allowed = is_allowed
         self.peers: dict[bytes, Peer] = {}
         self.handlers: dict[int, Handler] = {}
         self.counters: collections.Counter[str] = collections.Counter()
+        # frames dropped over budget per (peer key, kind), and rate-limit disconnects per
+        # peer key; kept across reconnects (bounded by the allowlist)
+        self.rate_limited: collections.Counter[tuple[bytes, str]] = collections.Counter()
+        self.rate_limit_disconnects: collections.Counter[bytes] = collections.Counter()
+        # one limiter per peer KEY, not per link: reconnecting does not refill a budget
+        self._limiters: dict[bytes, PeerRateLimiter] = {}
         self.port: int | None = None
         self.peer_connected = trio.Event()  # re-armed on every change, for waiters
+        self.changes = 0  # peer-set and rate-limit changes so far (`wait_for_change`)
         self._on_change: list[Callable[[], None]] = []
         self._random = random.Random()
         # inbound connections still in their (unauthenticated) handshake: bounded,
@@ -216,6 +246,16 @@ class P2P:
             event = trio.Event()
             self._on_change.append(event.set)
             await event.wait()
+
+    async def wait_for_change(self, seen: int | None = None) -> None:
+        """Return at the next change of the peer set or of the rate-limit
+        counters (callers loop on their own condition); at once if `changes`
+        already moved past `seen` (so a caller never misses one)."""
+        if seen is not None and self.changes > seen:
+            return
+        event = trio.Event()
+        self._on_change.append(event.set)
+        await event.wait()
 
     # ------------------------------------------------------------- lifecycle
 
@@ -303,7 +343,10 @@ class P2P:
             except (PeerDisconnected, trio.TooSlowError):
                 self.counters["handshake_failures_disconnected"] += 1
                 return False
-            peer = Peer(channel.peer_key, outbound, channel, self.config)
+            limiter = self._limiters.get(channel.peer_key)
+            if limiter is None:
+                limiter = self._limiters[channel.peer_key] = PeerRateLimiter(self.config.rate_limits, self.clock())
+            peer = Peer(channel.peer_key, outbound, channel, self.config, limiter)
             if not self._register(peer):
                 return True
             try:
@@ -344,6 +387,7 @@ class P2P:
         self._changed()
 
     def _changed(self) -> None:
+        self.changes += 1
         callbacks, self._on_change = self._on_change, []
         for callback in callbacks:
             callback()
@@ -382,6 +426,20 @@ class P2P:
             handler = self.handlers.get(channel)
             if channel not in CHANNELS:
                 raise FrameError("malformed", "unknown channel %d" % channel)
+            kind = rate_kind(channel)
+            verdict = peer.limiter.on_frame(kind, len(frame), self.clock())
+            if verdict is not Verdict.ACCEPT:
+                self.rate_limited[(peer.public_key, kind)] += 1
+                self.counters["rate_limited_%s" % kind] += 1
+                if verdict is Verdict.DISCONNECT:
+                    self.rate_limit_disconnects[peer.public_key] += 1
+                    self.counters["rate_limit_disconnects"] += 1
+                    log.warning("peer persistently over its consensus rate limit; disconnecting",
+                                peer=peer.public_key.hex()[:16])
+                    self._changed()
+                    return
+                self._changed()
+                continue
             if handler is None:
                 self.counters["unhandled_%d" % channel] += 1
                 continue

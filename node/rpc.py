@@ -16,7 +16,8 @@ Routes (JSON unless said; bytes as lowercase hex; errors are
 | POST /txs                     | body: msgpack array of raw txs (application/msgpack), ≤ 4096; 200 {"results": [{"hash"} or {"error", "detail"} per tx, in order]}; 400 "malformed"; 413; 503 "read_only" |
 | GET  /tx/{hash}               | {"hash", "status", "height", "index", "receipt"} or 404          |
 | GET  /state/{key hex}?prove=  | {"key", "value", "height"} (+ "proof", "header", "certificate")  |
-| GET  /evidence                | {"evidence": [...]}                                              |
+|   …&height=V                  | state version V (header V+1); 404 "not_found" above tip-1; 410 "pruned" {"oldest_height"} below the oldest kept version ([storage] keep_recent_versions) |
+| GET  /evidence                | {"evidence": [{"validator", "kind", "view", "height", "first", "second", "recorded_height"}]}: persisted double-signing evidence |
 | GET  /openapi.json            | this table as OpenAPI 3.1                                        |
 
 `/status` is a stable machine-readable contract: scripts and tests read its
@@ -39,7 +40,7 @@ from starlette.routing import Route
 from node.config import NodeConfig
 from node.metrics import serve_asgi
 from node.rpc_observer import observer_routes  # [observer] history/proof/explorer routes
-from node.service import NodeService, TxRejected
+from node.service import NodeService, StateUnavailable, TxRejected
 
 HASH_HEX_CHARS = 64
 MAX_KEY_HEX_CHARS = 2048  # state keys are at most 1024 bytes
@@ -215,7 +216,18 @@ def create_app(service: NodeService, *, read_only: bool = False, max_body_bytes:
         prove = _parse_bool(request.query_params.get("prove"))
         if prove is None:
             return _error(400, "bad_query", "prove must be true or false")
-        return JSONResponse(service.state(key, prove))
+        height_text = request.query_params.get("height")
+        if height_text is None:
+            return JSONResponse(service.state(key, prove))
+        if not height_text.isdigit() or len(height_text) > 20:
+            return _error(400, "bad_height", "height must be a state version (an integer >= 0)")
+        try:
+            return JSONResponse(service.state(key, prove, height=int(height_text)))
+        except StateUnavailable as exc:
+            if exc.reason == "pruned":
+                return JSONResponse({"error": "pruned", "detail": exc.detail, "oldest_height": exc.oldest},
+                                    status_code=410)
+            return _error(404, exc.reason, exc.detail)
 
     async def evidence(request: Request) -> Response:
         return JSONResponse({"evidence": service.evidence()})
@@ -364,9 +376,12 @@ OPENAPI: dict[str, Any] = {
             {"name": "hash", "in": "path", "required": True, "schema": {"type": "string"}}], errors=(400, 404)),
         "/state/{key}": _get("State value, optionally with a proof", "state", parameters=[
             {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}},
-            {"name": "prove", "in": "query", "required": False, "schema": {"type": "boolean"}}],
-            errors=(400,)),
-        "/evidence": _get("Misbehaviour evidence", "evidence"),
+            {"name": "prove", "in": "query", "required": False, "schema": {"type": "boolean"}},
+            {"name": "height", "in": "query", "required": False,
+             "schema": {"type": "integer", "minimum": 0},
+             "description": "state version (after block height); default the latest certified one"}],
+            errors=(400, 404, 410)),
+        "/evidence": _get("Double-signing evidence (persisted)", "evidence"),
     },
     "components": {"schemas": {
         "Error": {"type": "object", "required": ["error"], "properties": {

@@ -26,6 +26,18 @@ class TxRejected(Exception):
         self.detail = detail
 
 
+class StateUnavailable(Exception):
+    """A state version cannot be served: `reason` "pruned" (deleted by
+    `[storage] keep_recent_versions`; HTTP 410) or "not_found" (not committed
+    or not certified yet; HTTP 404). `oldest` is the oldest version served."""
+
+    def __init__(self, reason: str, detail: str, oldest: int | None = None) -> None:
+        super().__init__("%s: %s" % (reason, detail))
+        self.reason = reason
+        self.detail = detail
+        self.oldest = oldest
+
+
 @dataclass(frozen=True)
 class SubmitResult:
     tx_hash: bytes
@@ -57,9 +69,12 @@ class NodeService(Protocol):
     def tx(self, tx_hash: bytes) -> dict[str, Any] | None:
         """{"hash", "status": "pending"|"committed", "height", "index", "receipt": {...}} or None."""
 
-    def state(self, key: bytes, prove: bool) -> dict[str, Any]:
+    def state(self, key: bytes, prove: bool, height: int | None = None) -> dict[str, Any]:
         """{"key", "value" (hex or None), "height"} and, with prove, "proof" (hex of the
         encoded state proof) plus the certified header that commits the state root:
-        "header" (hex), "certificate" (hex) for height+1."""
+        "header" (hex), "certificate" (hex) for height+1. `height`: that state
+        version instead of the latest certified one; raises StateUnavailable."""
 
-    def evidence(self) -> list[dict[str, Any]]: ...
+    def evidence(self) -> list[dict[str, Any]]:
+        """[{"validator", "kind", "view", "height", "first", "second" (hex of the two
+        signed messages), "recorded_height"}], persisted across restarts."""

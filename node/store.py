@@ -19,6 +19,23 @@ Layout (the state tree lives under its own namespace `STATE_NAMESPACE`):
                         every validator-set change handed to consensus, in order: the
                         block h whose execution wrote governance's pending record `seq`
 
+Evidence (`EvidenceStore`, written apart from blocks, one synced batch per new
+offence; keyed by the offence so a re-report, e.g. after a restart, collapses):
+
+    e:E ‖ validator key ‖ u8 len ‖ kind ‖ u64 view ‖ u64 height
+                     -> u64 recorded at height ‖ u32 len(first) ‖ first ‖ second
+    e:N              -> u64 distinct offences ever reported (kept or not)
+    e:V ‖ validator key -> u64 offences kept for that validator
+
+Bounded: at most MAX_EVIDENCE_PER_VALIDATOR (64) records per validator (so one
+equivocating validator cannot crowd out evidence against the others),
+MAX_EVIDENCE (1,024) records and MAX_EVIDENCE_BYTES (256 MiB of signed
+messages: a vote pair is < 1 KB, a proposal pair two blocks) in all; past a
+cap an offence is only counted in e:N (and may be counted again after a
+restart, since nothing per offence is stored for it).
+
+    e:K, e:B         -> u64 records kept, u64 message bytes kept
+
 Validator-set changes: the executor adds a `b:V` entry in the batch of the
 block that executed the governance change, so a restart rebuilds exactly the
 `ChainTip.validator_schedule` the running replica built from `BlockExecuted`
@@ -46,7 +63,11 @@ STATE_NAMESPACE = b"s:"
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 _P = b"b:"
+_E = b"e:"
 RECENT_TX_BLOCKS = 16
+MAX_EVIDENCE = 1024  # evidence records kept in all ...
+MAX_EVIDENCE_PER_VALIDATOR = 64  # ... per validator key ...
+MAX_EVIDENCE_BYTES = 256 * 1024 * 1024  # ... and message bytes in all (two blocks per proposal pair)
 
 
 def _h(height: int) -> bytes:
@@ -253,3 +274,93 @@ class BlockStore:
             recent_txs=tuple(recent),
             validator_schedule=self.validator_schedule(checkpoint_interval or recent_blocks),
         )
+
+
+@dataclass(frozen=True)
+class EvidenceRecord:
+    """Two conflicting messages `validator` signed for one (kind, view, height)."""
+
+    validator: bytes
+    kind: str
+    view: int
+    height: int
+    first: bytes
+    second: bytes
+    recorded_height: int  # this node's committed height when it first saw the offence
+
+    def to_json(self) -> dict[str, Any]:
+        return {"validator": self.validator.hex(), "public_key": self.validator.hex(), "kind": self.kind,
+                "view": self.view, "height": self.height, "first": self.first.hex(),
+                "second": self.second.hex(), "recorded_height": self.recorded_height}
+
+
+class EvidenceStore:
+    """Persisted double-signing evidence over a KeyValueStore (see module doc)."""
+
+    def __init__(self, kv: KeyValueStore, max_records: int = MAX_EVIDENCE,
+                 max_per_validator: int = MAX_EVIDENCE_PER_VALIDATOR, max_bytes: int = MAX_EVIDENCE_BYTES) -> None:
+        self.kv = kv
+        self.max_records = max_records
+        self.max_per_validator = max_per_validator
+        self.max_bytes = max_bytes
+
+    @staticmethod
+    def _key(validator: bytes, kind: str, view: int, height: int) -> bytes:
+        kind_bytes = kind.encode()[:255]
+        return (_E + b"E" + validator + bytes((len(kind_bytes),)) + kind_bytes
+                + _U64.pack(view) + _U64.pack(height))
+
+    def _count(self, key: bytes) -> int:
+        raw = self.kv.get(key)
+        return 0 if raw is None else _U64.unpack(raw)[0]
+
+    def record(self, validator: bytes, kind: str, view: int, height: int, first: bytes, second: bytes,
+               recorded_height: int) -> bool:
+        """Save one offence; True if it is new (kept or, past a cap, only counted).
+
+        The same (validator, kind, view, height) again — whatever the message
+        pair — changes nothing. Raises StorageError if the store fails.
+        """
+        key = self._key(validator, kind, view, height)
+        if self.kv.get(key) is not None:
+            return False
+        batch = WriteBatch()
+        total = self.total()
+        per_validator = self._count(_E + b"V" + validator)
+        size = len(first) + len(second)
+        kept_bytes = self._count(_E + b"B")
+        if (self.kept() < self.max_records and per_validator < self.max_per_validator
+                and kept_bytes + size <= self.max_bytes):
+            batch.put(key, _U64.pack(recorded_height) + _U32.pack(len(first)) + first + second)
+            batch.put(_E + b"V" + validator, _U64.pack(per_validator + 1))
+            batch.put(_E + b"K", _U64.pack(self.kept() + 1))
+            batch.put(_E + b"B", _U64.pack(kept_bytes + size))
+        # past a cap the offence is only counted (nothing per offence is stored, so
+        # the cap bounds the disk; the replica reports each offence once per run)
+        batch.put(_E + b"N", _U64.pack(total + 1))
+        self.kv.write(batch)
+        return True
+
+    def total(self) -> int:
+        """Distinct offences ever reported to this store (kept or over a cap)."""
+        return self._count(_E + b"N")
+
+    def kept(self) -> int:
+        return self._count(_E + b"K")
+
+    def records(self, limit: int | None = None) -> list[EvidenceRecord]:
+        """Kept evidence, by validator key, then kind, view and height."""
+        out: list[EvidenceRecord] = []
+        for key, raw in self.kv.iterate_prefix(_E + b"E"):
+            body = key[len(_E) + 1:]
+            validator, kind_len = body[:32], body[32]
+            kind = body[33:33 + kind_len].decode()
+            view, height = _U64.unpack(body[33 + kind_len:41 + kind_len])[0], _U64.unpack(body[41 + kind_len:])[0]
+            if len(raw) < 12 or len(raw) < 12 + _U32.unpack(raw[8:12])[0]:
+                raise StorageError("corrupt evidence record in block store")
+            recorded_height, first_len = _U64.unpack(raw[:8])[0], _U32.unpack(raw[8:12])[0]
+            first, second = raw[12:12 + first_len], raw[12 + first_len:]
+            out.append(EvidenceRecord(validator, kind, view, height, first, second, recorded_height))
+            if limit is not None and len(out) >= limit:
+                break
+        return out

@@ -2,8 +2,10 @@
 errors, and certificates need a quorum of distinct validators."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ledger import merkle
+from ledger import codec, merkle
 from ledger.crypto import private_key_from_seed
 from ledger.errors import DecodeError, LedgerError, SignatureError, ValidationError
 from ledger.types import (
@@ -144,3 +146,90 @@ def test_a_validator_set_refuses_duplicate_keys():
 def test_every_kernel_error_derives_from_ledger_error():
     for error in (DecodeError, SignatureError, ValidationError):
         assert issubclass(error, LedgerError)
+
+
+_tx_bodies = st.dictionaries(
+    st.text(max_size=40), st.integers(0, 2**64 - 1) | st.binary(max_size=40) | st.text(max_size=300)
+    | st.lists(st.integers(-5, 5), max_size=3), max_size=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=64), st.integers(0, 2**64 - 1), st.text(min_size=1, max_size=64), _tx_bodies)
+def test_a_decoded_tx_keeps_exactly_the_bytes_and_signing_payload_a_fresh_encode_gives(chain, nonce, tx_type, body):
+    # Tx.decode keeps the received bytes as the encoding and slices the signing
+    # payload out of them: both must equal what encoding the fields gives
+    tx = Tx(chain, KEYS[1].public_key, nonce, tx_type, body, bytes(range(64)))
+    raw = codec.encode(tx.to_wire())
+    decoded = Tx.decode(raw)
+    fresh = Tx(*decoded.to_wire())
+    assert decoded == tx and decoded.encode() == raw == fresh.encode()
+    assert decoded.signing_payload() == fresh.signing_payload() == codec.encode([tx.sender, nonce, tx_type, body])
+    assert decoded.hash == fresh.hash
+
+
+_wire_scalars = st.none() | st.booleans() | st.integers(-3, 3) | st.floats(allow_nan=False, min_value=-3, max_value=3) \
+    | st.binary(max_size=2) | st.text(max_size=2)
+_wire_values = st.recursive(
+    _wire_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.lists(inner, max_size=3).map(tuple)
+    | st.dictionaries(st.text(max_size=2) | st.integers(0, 2) | st.booleans(), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_wire_values, _wire_values)
+def test_identical_wires_have_identical_canonical_bytes(a, b):
+    from ledger.types import _identical
+
+    def outcome(value):
+        try:
+            return codec.encode(value)
+        except LedgerError as exc:
+            return type(exc)
+    if _identical(a, b):
+        assert outcome(a) == outcome(b)
+    assert _identical(a, a) or a != a  # reflexive (NaN aside)
+
+
+def test_a_known_tx_is_found_only_by_an_identical_wire():
+    from ledger.types import KnownTxs
+
+    known = KnownTxs()
+    tx = Tx.decode(make_tx().encode())
+    known.add(tx)
+    assert known.find(tx.to_wire()) is tx
+    assert known.find(codec.decode(tx.encode())) is tx
+    wire = tx.to_wire()
+    for changed in (
+        [wire[0], wire[1], True, *wire[3:]] if wire[2] == 1 else None,  # nonce 1 as a bool
+        wire[:4] + [{"amount": 5, "to": bytes(32)}] + wire[5:],  # same map, other key order
+        wire[:4] + [{"to": bytes(32), "amount": 6}] + wire[5:],
+        wire[:4] + [{"to": bytearray(32), "amount": 5}] + wire[5:],
+        wire[:5] + [bytes(64)],
+        tuple(wire),
+        wire[:5],
+    ):
+        if changed is not None:
+            assert known.find(changed) is None
+    # Tx.from_wire of a different wire under the same signature is built as usual
+    forged = Tx.from_wire(wire[:4] + [{"to": bytes(32), "amount": 6}] + wire[5:])
+    assert forged.body["amount"] == 6 and forged.hash != tx.hash
+    known.discard(Tx.decode(tx.encode()))  # another object: not the registered one
+    assert known.find(wire) is tx
+    known.discard(tx)
+    assert known.find(wire) is None and len(known) == 0
+
+
+def test_a_block_decoded_by_a_node_reuses_its_pooled_txs():
+    from ledger.types import KNOWN_TXS
+
+    pooled = Tx.decode(make_tx(nonce=7).encode())
+    other = make_tx(nonce=8)
+    KNOWN_TXS.add(pooled)
+    try:
+        block = Block.decode(make_block([pooled, other]).encode())
+        assert block.txs[0] is pooled and block.txs[1] == other and block.txs[1] is not other
+        block.check_tx_root()
+    finally:
+        KNOWN_TXS.discard(pooled)

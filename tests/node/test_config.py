@@ -105,8 +105,33 @@ def test_a_missing_config_file_says_how_to_create_one(tmp_path: Any) -> None:
 
 
 def test_config_from_dict_validates_without_a_file(tmp_path: Any) -> None:
-    config = config_from_dict(str(tmp_path), {"moniker": "x", "storage": {"retain_versions": 100}})
-    assert config.storage.retain_versions == 100
+    config = config_from_dict(str(tmp_path), {"moniker": "x", "storage": {"keep_recent_versions": 100}})
+    assert config.storage.keep_recent_versions == 100
+
+
+def test_the_old_storage_key_retain_versions_still_loads_as_keep_recent_versions(tmp_path: Any) -> None:
+    config = config_from_dict(str(tmp_path), {"storage": {"retain_versions": 0}})
+    assert config.storage.keep_recent_versions == 0
+    with pytest.raises(ConfigError, match="old name"):
+        config_from_dict(str(tmp_path), {"storage": {"retain_versions": 5, "keep_recent_versions": 5}})
+
+
+def test_keep_recent_versions_of_one_is_refused_because_proofs_need_the_tip_minus_one(tmp_path: Any) -> None:
+    with pytest.raises(ConfigError, match="keep_recent_versions"):
+        config_from_dict(str(tmp_path), {"storage": {"keep_recent_versions": 1}})
+
+
+def test_p2p_rate_limit_keys_become_the_peer_budgets(tmp_path: Any) -> None:
+    config = config_from_dict(str(tmp_path), {"p2p": {"gossip_rate_msgs": 7, "gossip_burst_msgs": 9,
+                                                      "rate_limit_disconnect_ms": 1500}})
+    limits = config.p2p.rate_limits()
+    assert (limits.gossip.msgs_per_s, limits.gossip.burst_msgs) == (7, 9)
+    assert limits.disconnect_after_s == 1.5 and limits.enabled
+    assert limits.consensus.bytes_per_s == 32 * 1024 * 1024  # the documented default
+    with pytest.raises(ConfigError, match="gossip_burst_bytes"):
+        config_from_dict(str(tmp_path), {"p2p": {"gossip_burst_bytes": 0}})
+    with pytest.raises(ConfigError, match="rate_limit"):
+        config_from_dict(str(tmp_path), {"p2p": {"rate_limit": 1}})
 
 
 def test_parse_peer_accepts_the_documented_form_only() -> None:

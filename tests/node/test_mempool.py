@@ -133,3 +133,38 @@ async def test_gossiped_txs_are_queued_without_waiting(harness):
         while t.hash not in harness.pool:
             await trio.testing.wait_all_tasks_blocked()
     assert harness.pool.gossip_rejected["duplicate"] == 1 and not harness.pool.rejected
+
+
+async def test_a_signature_is_verified_once_whether_the_pool_or_the_replica_sees_it_first(nursery, monkeypatch):
+    import node.mempool as mempool_module
+
+    verified = []
+    real = mempool_module._verify_batch
+    monkeypatch.setattr(mempool_module, "_verify_batch", lambda txs: verified.extend(txs) or real(txs))
+    h = Harness(max_txs=8, max_bytes=100_000, nonce_window=4)
+    await nursery.start(h.pool.run)
+    signatures = h.pool.verified
+    first, second = tx(nonce=1), tx(nonce=2)
+    # the replica's proposal check verified `second` before the pool did
+    assert signatures.verifier(ALICE.public_key, "tx", CHAIN, second.signing_payload(), second.signature)
+    with trio.fail_after(5):
+        await h.pool.submit(first.encode())
+        await h.pool.submit(second.encode())
+    assert verified == [first]  # `second` was answered from memory
+    assert h.ready == [first, second] and signatures.hits == 1
+    # and the replica does not verify what the pool verified
+    monkeypatch.setattr(mempool_module, "is_valid", lambda *args: pytest.fail("verified twice"))
+    assert signatures.verifier(ALICE.public_key, "tx", CHAIN, first.signing_payload(), first.signature)
+
+
+async def test_a_bad_signature_is_never_remembered_and_other_kinds_are_always_verified(harness):
+    signatures = harness.pool.verified
+    good = tx()
+    forged = Tx(CHAIN, ALICE.public_key, 1, "transfer", {"amount": 2}, good.signature)
+    for _ in range(2):
+        assert not signatures.verifier(ALICE.public_key, "tx", CHAIN, forged.signing_payload(), forged.signature)
+    assert await reject_reason(harness.pool, forged.encode()) == "bad_signature"
+    assert signatures.verifier(ALICE.public_key, "tx", CHAIN, good.signing_payload(), good.signature)
+    # same key, payload and signature, but another kind or chain: a different verification
+    assert not signatures.verifier(ALICE.public_key, "commit", CHAIN, good.signing_payload(), good.signature)
+    assert not signatures.verifier(ALICE.public_key, "tx", "other-chain", good.signing_payload(), good.signature)

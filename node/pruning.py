@@ -1,0 +1,80 @@
+"""State pruning in the running node: keep the last N state-tree versions.
+
+`[storage] keep_recent_versions = N` (node/config.py): 0 keeps every version
+(the default: observers, archives and audit sources answer proofs at any
+height); N >= 2 lets the node delete tree nodes that only versions older than
+`tip - N + 1` use, with `ledger.state.StateTree.prune` (bounded batches, each
+atomic, recording the new floor in the same batch).
+
+When: `StatePruner.on_commit` is a `Driver.on_commit` listener, so it runs in
+the commit path itself — after the block's synced write, before the driver
+handles anything else — never concurrently with the executor (the single
+writer) or with a proof being built (RPC handlers run on the same event loop
+and build a proof without yielding). It prunes every PRUNE_EVERY_BLOCKS
+commits (one extra synced LevelDB write per that many blocks), so between N
+and N + PRUNE_EVERY_BLOCKS - 1 versions are readable; at most
+PRUNE_MAX_CHUNKS × PRUNE_CHUNK_NODES nodes go per call, so turning pruning on
+for a large archive works off its backlog over several commits instead of
+stalling one.
+
+What stays servable (tip H): `/state/{key}?prove=true` (version H - 1, with
+header H) always, since N >= 2; `/state/{key}?prove=true&height=V` and
+`/proof/state/{key}?version=V` for V >= `oldest_version()`; older versions
+answer 410 "pruned". Blocks, certificates, receipts and the tx index are never
+pruned, so block sync, `/blocks`, `/commit`, tx and history proofs keep working.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+from ledger.state import StateTree
+
+PRUNE_EVERY_BLOCKS = 8
+PRUNE_CHUNK_NODES = 10_000
+PRUNE_MAX_CHUNKS = 8
+
+
+class StatePruner:
+    """Prunes `tree` to the last `keep_recent_versions` versions (0: never)."""
+
+    def __init__(self, tree: StateTree, keep_recent_versions: int, *, every_blocks: int = PRUNE_EVERY_BLOCKS,
+                 chunk_nodes: int = PRUNE_CHUNK_NODES, max_chunks: int = PRUNE_MAX_CHUNKS) -> None:
+        if keep_recent_versions < 0 or keep_recent_versions == 1:
+            raise ValueError("keep_recent_versions must be 0 or >= 2 (proofs are served at tip - 1)")
+        self.tree = tree
+        self.keep = keep_recent_versions
+        self.every_blocks = every_blocks
+        self.chunk_nodes = chunk_nodes
+        self.max_chunks = max_chunks
+        self.counters: collections.Counter[str] = collections.Counter()
+
+    @property
+    def enabled(self) -> bool:
+        return self.keep > 0
+
+    def on_commit(self, block: Any, certificate: Any, executed: Any) -> None:
+        """`Driver.on_commit` listener: prune after block `executed.height` is durable."""
+        if self.enabled and executed.height % self.every_blocks == 0:
+            self.prune(executed.height)
+
+    def prune(self, tip: int) -> int:
+        """Delete what versions below `tip - keep + 1` alone use; return nodes removed.
+
+        Raises ledger.errors.ValidationError / StorageError from the tree (a
+        bug or a failing disk: the node halts).
+        """
+        oldest = tip - self.keep + 1
+        floor = self.tree.oldest_version()
+        if not self.enabled or oldest <= 0 or floor is None or oldest < floor:
+            return 0
+        removed = 0
+        for _ in range(self.max_chunks):
+            count = self.tree.prune(oldest, self.chunk_nodes)
+            removed += count
+            if count < self.chunk_nodes:
+                break
+        self.counters["prunes"] += 1
+        self.counters["pruned_nodes"] += removed
+        return removed

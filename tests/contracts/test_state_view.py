@@ -1,0 +1,109 @@
+"""StateView's read caches (remembered reads, remembered decodes) change no
+result: any sequence of reads, writes, mutations of what was read, snapshots
+and rollbacks sees exactly what a view without caches sees."""
+
+import copy
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger import codec
+
+from contracts.state import StateView
+
+KEYS = [b"a", b"b", b"c", b"d"]
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 2**64 - 1) | st.binary(max_size=4) | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=8,
+)
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("get"), st.sampled_from(KEYS)),
+        st.tuples(st.just("get_and_mutate"), st.sampled_from(KEYS)),
+        st.tuples(st.just("put"), st.sampled_from(KEYS), VALUES),
+        st.tuples(st.just("put_bytes"), st.sampled_from(KEYS), VALUES),
+        st.tuples(st.just("delete"), st.sampled_from(KEYS)),
+        st.tuples(st.just("snapshot")),
+        st.tuples(st.just("rollback"), st.integers(0, 5)),
+    ),
+    max_size=40,
+)
+
+
+class UncachedView(StateView):
+    """The reference: every get reads the reader and decodes."""
+
+    def get(self, k, default=None):
+        raw = self.get_bytes(k)
+        return default if raw is None else codec.decode(raw)
+
+
+def _mutate(value):
+    if isinstance(value, dict):
+        value["zz"] = 1
+        for item in value.values():
+            _mutate(item)
+    elif isinstance(value, list):
+        value.append(7)
+        for item in value:
+            _mutate(item)
+
+
+def _run(view, ops, reads):
+    marks = []
+    seen = []
+    for op in ops:
+        if op[0] == "get":
+            seen.append(view.get(op[1], "missing"))
+        elif op[0] == "get_and_mutate":
+            value = view.get(op[1], "missing")
+            seen.append(codec.encode(value))
+            _mutate(value)
+        elif op[0] == "put":
+            value = op[2]
+            view.put(op[1], value)
+            _mutate(value)  # changing a value after put changes nothing stored
+        elif op[0] == "put_bytes":
+            view.put_bytes(op[1], codec.encode(op[2]))
+        elif op[0] == "delete":
+            view.delete(op[1])
+        elif op[0] == "snapshot":
+            marks.append(view.snapshot())
+        elif marks:
+            view.rollback(marks[min(op[1], len(marks) - 1)])
+            del marks[min(op[1], len(marks) - 1):]
+    return seen, view.writes(), reads
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(KEYS), VALUES), OPS)
+def test_cached_reads_and_decodes_see_exactly_what_an_uncached_view_sees(committed, ops):
+    stored = {k: codec.encode(v) for k, v in committed.items()}
+
+
+    def run(view_class, **kwargs):
+        reads = []
+
+        def reader(k):
+            reads.append(k)
+            return stored.get(k)
+
+        return _run(view_class(reader, **kwargs), copy.deepcopy(ops), reads)
+
+    cached_seen, cached_writes, cached_reads = run(StateView, cache_reads=True)
+    plain_seen, plain_writes, _ = run(StateView)
+    reference_seen, reference_writes, _ = run(UncachedView)
+    assert cached_seen == plain_seen == reference_seen
+    assert repr(cached_seen) == repr(reference_seen)  # same types and key order too
+    assert cached_writes == plain_writes == reference_writes
+    assert len(cached_reads) == len(set(cached_reads))  # each committed key read once
+
+
+def test_a_value_read_twice_is_two_independent_copies():
+    stored = {b"k": codec.encode({"list": [1, 2], "n": 1})}
+    view = StateView(stored.get, cache_reads=True)
+    first = view.get(b"k")
+    first["list"].append(3)
+    first["n"] = 99
+    assert view.get(b"k") == {"list": [1, 2], "n": 1}
