@@ -10,7 +10,6 @@ import trio
 
 from consensus.messages import Prepare, decode_message
 from ledger.hashing import sha256
-from ledger.kv import MemoryStore
 from node.handshake import NodeIdentity
 from node.leveldb_store import LevelDBStore
 from node.metrics import NodeMetrics, RuntimeCollector
@@ -20,16 +19,6 @@ from node.store import EvidenceStore
 from tests.node.node_cluster import CHAIN_ID, make_genesis, start_node
 
 V1, V2 = b"\x01" * 32, b"\x02" * 32
-
-
-@pytest.fixture(params=["memory", "leveldb"])
-def kv(request, tmp_path):  # type: ignore[no-untyped-def]
-    if request.param == "memory":
-        yield MemoryStore()
-        return
-    store = LevelDBStore(str(tmp_path / "db"))
-    yield store
-    store.close()
 
 
 # ---------------------------------------------------------------- the store

@@ -25,16 +25,6 @@ from tests.node.node_cluster import connect_all, make_genesis, node_config, tran
 from tests.node.test_store_executor import fresh
 
 
-@pytest.fixture(params=["memory", "leveldb"])
-def kv(request, tmp_path):  # type: ignore[no-untyped-def]
-    if request.param == "memory":
-        yield MemoryStore()
-        return
-    store = LevelDBStore(str(tmp_path / "db"))
-    yield store
-    store.close()
-
-
 def state_keys(kv) -> int:  # type: ignore[no-untyped-def]
     return sum(1 for _ in kv.iterate_prefix(STATE_NAMESPACE))
 
