@@ -12,16 +12,26 @@ Rules (Castro & Liskov, OSDI'99, adapted to a chain of blocks; "§" cites the pa
   A quorum of COMMITs for (h, v, d) plus the block commits h — whatever our
   own view, because a quorum of COMMIT signatures is exactly what a light
   client accepts as final.
-- Pipelining under the header rule: header h carries the results of executing
-  h−1, so nobody can propose or check h before h−1 is committed and executed.
-  Agreement therefore runs on ONE height at a time (`committed + 1`, the
-  "slot"); `pipeline_window` W is the number of heights above the slot whose
-  messages are buffered rather than dropped (a replica slightly behind keeps
-  them), and a valid message beyond W triggers catch-up. This is the safe
-  choice; the throughput lever is batching (B txs or T ms per block).
-  True pipelining (W heights voted at once) needs a chain-format lag L ≥ W
-  (header h carries the results of h−L) and the per-height rules listed in
-  README "Known limits"; it is designed, not implemented.
+- Pipelining: header h carries the results of executing h−L (`results_lag`,
+  genesis results for h ≤ L), so heights c+1 … c+W (`max_in_flight`, W ≤ L,
+  c = our committed height; `committed + 1` is "the slot") are voted on at
+  once: checking a proposal for c+W needs our results of c+W−L ≤ c.
+  - A proposal for h in flight is accepted (and PREPAREd) only when it
+    chains (prev_hash, history root, time) to the block we accepted at h−1 in
+    the same view, or to our committed tip when h is the slot (`_parent`),
+    and repeats no transaction of the blocks in flight below it.
+  - The primary proposes the next height as soon as it has proposed (and
+    accepted) the one below; batching rules are unchanged.
+  - COMMIT for h only once h−1 is committed locally AND is the block h's
+    prev_hash names (so only at the slot); blocks commit in height order.
+  - Heights are never in flight across a validator-set boundary: a proposal
+    above the slot must have the slot's validator set (`_same_set_as_slot`),
+    so VIEW-CHANGE certificates and the NEW-VIEW walk stay within one set.
+  - `pipeline_window` is a BUFFER beyond that: heights above the slot whose
+    messages are kept rather than dropped (COMMITs above the slot, and
+    messages a replica slightly behind cannot use yet); a valid message
+    beyond it triggers catch-up.
+  W = L = 1 is the unpipelined protocol, byte for byte.
 - Checkpoints (§4.3): after executing a multiple of K, a validator signs
   CHECKPOINT(h, digest(h, block hash, app hash)); a quorum makes it stable
   and logs (evidence bookkeeping, checkpoint votes, guard records) at or below
@@ -35,10 +45,16 @@ Rules (Castro & Liskov, OSDI'99, adapted to a chain of blocks; "§" cites the pa
   validators also want a view ≥ v+1 (so a partitioned replica does not run
   away with views it must later wait for). f+1 VIEW-CHANGEs for higher views
   make a replica join the smallest (§4.5.2). The new primary sends NEW-VIEW
-  with a quorum of VIEW-CHANGEs; the highest-view prepared certificate for
-  max(committed)+1 must be re-proposed (the O set; there are no gaps to fill
-  with null requests because every lower height is certified). Every replica
-  re-checks the NEW-VIEW before entering the view.
+  with a quorum of VIEW-CHANGEs. Each VIEW-CHANGE carries the highest-view
+  prepared certificate of every height in flight (persisted, each dropped
+  only once its height is executed). The O set is the walk
+  (`_new_view_decision`): from max(committed)+1 upward, the highest-view
+  prepared block of each height while it chains to the block chosen below
+  (at the target: to the certified block), stopping at the first gap or
+  break; the new primary re-proposes those height by height in the NEW-VIEW
+  and proposes fresh blocks above. Every replica re-checks the NEW-VIEW
+  (the walk included) before entering the view. Why the walk is safe: README
+  "Consensus".
 - Censorship: transactions are gossiped to every replica, so a replica that
   holds transactions the primary never proposes times out and votes it out.
 - Double-sign guard: every signature goes through `_sign_once`, keyed by
@@ -64,9 +80,11 @@ Rules (Castro & Liskov, OSDI'99, adapted to a chain of blocks; "§" cites the pa
 - Restart: the guard records of our own PREPARE/COMMIT for the slot count
   again (same signatures, re-sent), so peers need not make up for them.
 - Validator sets: a `BlockExecuted(h, validator_update=S)` schedules S for
-  heights > c, where c is the first multiple of K that is ≥ h+1; header c
+  heights > c, where c is the first multiple of K that is ≥ h+L; header c
   announces it in `next_validators_hash`. So executed blocks up to e fix the
-  set of every height ≤ the first multiple of K that is ≥ e+2 (`_set_known`).
+  set of every height ≤ the first multiple of K that is ≥ e+1+L
+  (`_set_known`), which covers h+1 for every h ≤ committed+W once
+  e ≥ h−L. With L = 1: ≥ h+1 and ≥ e+2, as before pipelining.
   View changes across a boundary: a VIEW-CHANGE's signer must be a validator
   of ITS slot (committed_height + 1); a NEW-VIEW is judged entirely against
   the set of its target height (max certified height + 1): primary, signer
