@@ -51,6 +51,11 @@ class PersistedState:
       every height in flight above the last commit, lowest first in
       `prepared`, the higher ones ascending in `prepared_above` (pipelining,
       W > 1). PBFT requires them to survive crashes: they go into VIEW-CHANGE.
+    - `new_view_floor`: `(view, target)` of the NEW-VIEW that made `view`
+      active: in that view no proposal below the target is accepted (PBFT
+      §4.4: sequence numbers up to max-s are filled only by the O set; below
+      the target every height is already certified). Version 4 only; older
+      states load with (0, 0), as they behaved.
     - `mandates`: `(view, height, block_hash)` fixed by an accepted NEW-VIEW
       (§4.4, the O set): in that view only that block may be prepared at that
       height. It must survive a restart, or a replica would accept any block
@@ -77,6 +82,7 @@ class PersistedState:
     prepared: PreparedCertificate | None = None
     mandates: tuple[tuple[int, int, bytes], ...] = ()
     prepared_above: tuple[PreparedCertificate, ...] = ()
+    new_view_floor: tuple[int, int] = (0, 0)
 
     def certificates(self) -> tuple[PreparedCertificate, ...]:
         return ((self.prepared,) if self.prepared is not None else ()) + self.prepared_above
@@ -89,6 +95,7 @@ class PersistedState:
             [[r.kind, r.view, r.height, r.digest, r.data] for r in self.signed],
             [list(c.encoded_parts()) for c in self.certificates()],
             [[v, h, d] for v, h, d in self.mandates],
+            list(self.new_view_floor),
         ], max_bytes=MAX_STATE_BYTES)
 
     @classmethod
@@ -99,6 +106,7 @@ class PersistedState:
             version = fields[0] if isinstance(fields, list) and fields else None
             prepared_from: Any = PreparedCertificate.from_wire  # versions 1 and 2: nested wire lists
             above: tuple[PreparedCertificate, ...] = ()
+            floor: tuple[int, int] = (0, 0)
             if version == 1 and len(fields) == 5:
                 _, view, active, signed, prepared = fields
                 mandates: list = []
@@ -109,8 +117,12 @@ class PersistedState:
             elif version == 3 and len(fields) == 6:
                 _, view, active, signed, prepared, mandates = fields
                 prepared_from = _from_parts
-            elif version == STATE_VERSION and len(fields) == 6:
-                _, view, active, signed, all_prepared, mandates = fields
+            elif version == STATE_VERSION and len(fields) == 7:
+                _, view, active, signed, all_prepared, mandates, floor_wire = fields
+                if (not isinstance(floor_wire, list) or len(floor_wire) != 2
+                        or not all(isinstance(x, int) and not isinstance(x, bool) for x in floor_wire)):
+                    raise DecodeError("new-view floor must be [view, height]")
+                floor = (floor_wire[0], floor_wire[1])
                 if not isinstance(all_prepared, list):
                     raise DecodeError("prepared certificates must be a list")
                 certs = [_from_parts(c) for c in all_prepared]
@@ -131,7 +143,7 @@ class PersistedState:
                 fixed.append((v, h, d))
             return cls(view, active, records,
                        None if prepared is None else prepared_from(prepared),
-                       tuple(fixed), above)
+                       tuple(fixed), above, floor)
         except (LedgerError, TypeError, ValueError) as exc:
             raise ConsensusError("corrupt persisted consensus state: %s" % exc) from exc
 

@@ -263,6 +263,10 @@ class Replica:
         # (view, height) → block hash fixed by an accepted NEW-VIEW (§4.4 O set);
         # persisted, so a restart in that view still refuses any other block
         self.mandates: dict[tuple[int, int], bytes] = {(v, h): d for v, h, d in state.mandates}
+        # (view, target) of the NEW-VIEW that activated `view`: no proposal below
+        # the target in that view (§4.4: those heights are certified; only the O
+        # set fills heights in that view up to max-s). Persisted like mandates.
+        self.new_view_floor: tuple[int, int] = state.new_view_floor
         self.heights: dict[int, _HeightLog] = {}
         # (view, height) → the block we accepted there (a valid proposal chaining
         # to our accepted block at height − 1 in that view, or to our committed
@@ -322,7 +326,7 @@ class Replica:
         return PersistedState(self.view, self.view_active, tuple(self.signed.values()),
                               certs[0] if certs else None,
                               tuple((v, h, d) for (v, h), d in sorted(self.mandates.items())),
-                              tuple(certs[1:]))
+                              tuple(certs[1:]), self.new_view_floor)
 
     @property
     def prepared(self) -> PreparedCertificate | None:
@@ -715,6 +719,8 @@ class Replica:
         if problem is not None:
             return problem
         header = block.header
+        if p.view == self.new_view_floor[0] and p.height < self.new_view_floor[1]:
+            return "below-new-view-target"  # certified below the target: never re-vote it in this view
         mandate = self.mandates.get((p.view, p.height))
         if mandate is not None:
             return None if block.hash == mandate else "not-the-mandated-block"
@@ -1425,6 +1431,7 @@ class Replica:
         self.view_active = True
         self._dirty = True
         self.last_new_view = data
+        self.new_view_floor = (nv.view, target_height)
         self.view_change_token = None
         self._count("new_views")
         for w in [w for w in self.view_changes if w <= nv.view]:

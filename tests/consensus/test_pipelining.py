@@ -307,3 +307,23 @@ def test_r7_a_version_3_state_still_loads() -> None:
     old = codec.encode([3, 2, True, [], list(cert.encoded_parts()), []])
     back = PersistedState.decode(old)
     assert back.prepared == cert and back.prepared_above == ()
+
+
+def test_r6_no_proposal_below_the_new_view_target_is_accepted_in_that_view() -> None:
+    # §4.4: in view v, heights up to max-s are filled only by the O set. Here a
+    # VIEW-CHANGE proves height 1 certified, so the NEW-VIEW's target is 2: a
+    # replica still at height 0 must not PREPARE another block for height 1 in
+    # view 1 (with W heights in flight it would otherwise accept c+1 … c+W).
+    r = preplica(2)
+    b1 = chain(1)[0]
+    votes = {KEYS[i].public_key: decode_message(_commit(b1, i)).signature for i in (0, 1, 3)}
+    cert = make_certificate(1, 0, b1.hash, votes)
+    ahead = signed(ViewChange(KEYS[0].public_key, 1, 1, cert, None), KEYS[0])
+    nv = signed(NewView(KEYS[1].public_key, 1, (ahead, _vc(1), _vc(3)), None), KEYS[1])
+    _recv(r, 1, nv.encode())
+    assert r.view == 1 and r.view_active and r.new_view_floor == (1, 2) and r.committed == 0
+    z1 = chain(1, view=1, time=60, txs_from=700)[0]
+    effects = _recv(r, 1, _proposal(z1, 1))
+    assert _sent(effects, Prepare) == [] and r.dropped.get("proposal-below-new-view-target") == 1
+    restored = PersistedState.decode(r.persisted_state().encode())
+    assert restored.new_view_floor == (1, 2)  # survives a restart
