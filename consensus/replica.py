@@ -832,6 +832,11 @@ class Replica:
         accepted = self.accepted.get((view, height))
         if accepted is None or accepted[0].hash != p.block_hash:
             return False  # PREPARE h only after accepting it (chained to h−1) in this view
+        root = self.accepted.get((view, self.committed + 1))
+        if root is None or root[0].header.prev_hash != self.last_block_hash:
+            # accepted on top of a block at the slot that is not the one we then
+            # committed there (certified from another view): a dead chain, no vote
+            return False
         primary = self._primary(view, height)
         # §4.2: a backup accepts a pre-prepare and multicasts PREPARE
         if self.public_key != primary and self.public_key not in log.prepares.get((view, p.block_hash), {}):
