@@ -327,3 +327,33 @@ def test_r6_no_proposal_below_the_new_view_target_is_accepted_in_that_view() -> 
     assert _sent(effects, Prepare) == [] and r.dropped.get("proposal-below-new-view-target") == 1
     restored = PersistedState.decode(r.persisted_state().encode())
     assert restored.new_view_floor == (1, 2)  # survives a restart
+
+
+def test_a_new_view_with_w_maximal_blocks_per_view_change_encodes_within_the_message_bound() -> None:
+    from consensus.replica import MAX_HEADER_BYTES, block_bytes
+    from ledger.types import Tx
+    from tests.consensus.helpers import CLIENT
+    cfg = pconfig()
+    limit = cfg.block_bytes_limit(VSET)
+    blocks: list[Block] = []
+    for height in (1, 2, 3):  # one maximal block per height in flight
+        txs: list[Tx] = []
+        room = limit - MAX_HEADER_BYTES
+        nonce = height * 1000
+        while room > 70_000:
+            nonce += 1
+            t = Tx(CHAIN, CLIENT.public_key, nonce, "claim.submit", {"memo": "x" * 60_000}).signed(CLIENT)
+            txs.append(t)
+            room -= len(t.encode())
+        header = Header(CHAIN, height, 0, 5 + height, blocks[-1].hash if blocks else ZERO_HASH,
+                        compute_tx_root(tuple(txs)), ZERO_HASH, GENESIS_APP, VSET.hash, VSET.hash,
+                        root_from_hashes([b.hash for b in blocks]), height - 1, KEYS[0].public_key)
+        blocks.append(Block(header, tuple(txs)))
+        assert block_bytes(blocks[-1]) <= limit
+    certs = tuple(_prepared_certificate(b) for b in blocks)
+    vcs = tuple(_vc(i, certs) for i in (0, 2, 3))
+    reproposals = [signed(Proposal(KEYS[1].public_key, 1, b.height, b), KEYS[1]) for b in blocks]
+    nv = signed(NewView(KEYS[1].public_key, 1, vcs, reproposals[0], reproposals=tuple(reproposals[1:])), KEYS[1])
+    data = nv.encode()  # raises EncodeError beyond codec.MAX_MESSAGE_BYTES
+    assert len(data) <= codec.MAX_MESSAGE_BYTES and len(data) > 3 * 4 * (limit - 80_000)
+    assert decode_message(data) == nv
