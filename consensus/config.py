@@ -23,9 +23,17 @@ class ConsensusConfig:
       as it holds B transactions, or T ms after it could propose with fewer.
     - `empty_block_interval_ms`: propose an empty block after this long with
       nothing to do (0 = never create empty blocks).
-    - `pipeline_window` (W): heights above our committed height whose messages
-      are buffered (see `consensus.replica` for why only one height is voted
-      at a time); a valid message further ahead triggers catch-up.
+    - `results_lag` (L): header h carries the results (`app_hash`,
+      `receipts_root`) of executing block h − L (genesis results for h ≤ L).
+      L = 1 is the original chain format, byte for byte. A genesis constant:
+      every validator, light client and proof route must agree on it.
+    - `max_in_flight` (W ≤ L): heights voted on at once, c+1 … c+W above our
+      committed height c (true pipelining, see `consensus.replica`). W ≤ L is
+      forced: checking a proposal for c+W needs our own results of c+W−L.
+    - `pipeline_window`: a BUFFER, not the in-flight window: heights above our
+      committed height whose messages are kept for later rather than dropped
+      (a replica slightly behind keeps them); a valid message further ahead
+      triggers catch-up. Must be ≥ `max_in_flight`.
     - `checkpoint_interval` (K): checkpoint (and validator-set boundary) every
       K heights.
     - `base_timeout_ms` / `max_timeout_ms`: view-change timeout, doubling per
@@ -64,6 +72,8 @@ class ConsensusConfig:
     batch_timeout_ms: int = 50
     empty_block_interval_ms: int = 0
     pipeline_window: int = 8
+    results_lag: int = 1
+    max_in_flight: int = 1
     checkpoint_interval: int = 16
     base_timeout_ms: int = 1_000
     max_timeout_ms: int = 60_000
@@ -79,11 +89,19 @@ class ConsensusConfig:
             raise ConsensusError("PBFT needs n >= 4 validators, got %d" % self.validators.size)
         for name in ("max_batch_txs", "pipeline_window", "checkpoint_interval",
                      "base_timeout_ms", "max_timeout_ms", "max_pending_txs", "fetch_timeout_ms",
-                     "max_block_bytes", "max_block_txs"):
+                     "max_block_bytes", "max_block_txs", "results_lag", "max_in_flight"):
             if getattr(self, name) < 1:
                 raise ConsensusError("%s must be >= 1" % name)
         if self.batch_timeout_ms < 0 or self.empty_block_interval_ms < 0 or self.max_clock_drift_ms < 0:
             raise ConsensusError("timeouts must be >= 0")
+        if self.max_in_flight > self.results_lag:
+            raise ConsensusError(
+                "max_in_flight (W=%d) must be <= results_lag (L=%d): a proposal for committed+W is "
+                "checked against our results of committed+W-L, which must already be executed"
+                % (self.max_in_flight, self.results_lag))
+        if self.pipeline_window < self.max_in_flight:
+            raise ConsensusError("pipeline_window (message buffer, %d) must be >= max_in_flight (W=%d)"
+                                 % (self.pipeline_window, self.max_in_flight))
         if self.max_timeout_ms < self.base_timeout_ms:
             raise ConsensusError("max_timeout_ms must be >= base_timeout_ms")
 
@@ -96,14 +114,19 @@ class ConsensusConfig:
     def block_bytes_limit(self, validators: ValidatorSet) -> int:
         """The largest `block_bytes` a proposal may have while `validators` vote.
 
-        `max_block_bytes`, further bounded so that quorum+1 copies of a maximal
-        block (a NEW-VIEW's VIEW-CHANGEs with their prepared certificates, and
-        the re-proposal) plus generous per-VIEW-CHANGE overhead (certificate
-        and PREPARE signatures: < 512 bytes per validator) fit in one message.
+        `max_block_bytes`, further bounded so that (quorum+1)·W copies of a
+        maximal block (a NEW-VIEW's VIEW-CHANGEs, each with up to W prepared
+        certificates, and up to W re-proposals) plus generous per-copy
+        overhead (certificate and PREPARE signatures: < 512 bytes per
+        validator) fit in one message. W = 1 gives the unpipelined bound.
         """
-        copies = max(self.quorum(validators), validators.quorum) + 1
+        copies = (max(self.quorum(validators), validators.quorum) + 1) * self.max_in_flight
         overhead = 4096 + copies * (1024 + 512 * validators.size)
         return max(1024, min(self.max_block_bytes, (codec.MAX_MESSAGE_BYTES - overhead) // copies))
+
+    def lagged_height(self, height: int) -> int:
+        """The executed height whose results header `height` carries (0 = genesis)."""
+        return max(0, height - self.results_lag)
 
     def view_timeout_ms(self, attempt: int) -> int:
         """Timeout for the `attempt`-th consecutive view without progress (0-based)."""

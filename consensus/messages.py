@@ -255,6 +255,9 @@ class PreparedCertificate:
                    tuple(Prepare.from_wire(_list(p, "prepare")) for p in items))
 
 
+MAX_PREPARED_ABOVE = 64  # prepared certificates above committed+1 in one VIEW-CHANGE (W − 1 at most)
+
+
 @dataclass(frozen=True)
 class ViewChange(_Signed):
     """PBFT VIEW-CHANGE(v+1, n, C, P, i).
@@ -262,8 +265,11 @@ class ViewChange(_Signed):
     `committed_height` with `certificate` (its commit certificate, None at
     height 0) plays the role of the stable checkpoint proof C: everything up to
     it is final. `prepared` is the highest-view prepared certificate for
-    `committed_height + 1`, if any (P). Only one height can be prepared above
-    a replica's committed height (see `consensus.replica`).
+    `committed_height + 1`, if any (P); `prepared_above` the highest-view
+    prepared certificate of every higher height in the sender's in-flight
+    window (committed+2 … committed+W, ascending, gaps allowed; the receiver
+    bounds the heights by its W). With W = 1 it is always empty and the wire
+    form is the unpipelined one: the field is on the wire only when non-empty.
     """
 
     KIND = "view-change"
@@ -273,18 +279,34 @@ class ViewChange(_Signed):
     certificate: CommitCertificate | None
     prepared: PreparedCertificate | None
     signature: bytes = b""
+    prepared_above: tuple[PreparedCertificate, ...] = ()
 
     def body(self) -> list[Any]:
-        return [TAG_VIEW_CHANGE, self.sender, self.new_view, self.committed_height,
+        body = [TAG_VIEW_CHANGE, self.sender, self.new_view, self.committed_height,
                 None if self.certificate is None else self.certificate.to_wire(),
                 None if self.prepared is None else self.prepared.to_wire()]
+        if self.prepared_above:
+            body.append([c.to_wire() for c in self.prepared_above])
+        return body
 
     def payload(self) -> bytes:
         return codec.encode(self.body())
 
+    def certificates(self) -> tuple[PreparedCertificate, ...]:
+        """Every prepared certificate carried, ascending by height."""
+        return ((self.prepared,) if self.prepared is not None else ()) + self.prepared_above
+
     @classmethod
     def from_wire(cls, w: list[Any]) -> "ViewChange":
-        _, sender, new_view, committed, cert, prepared, sig = _list(w, "view change", 7)
+        if isinstance(w, list) and len(w) == 8:
+            _, sender, new_view, committed, cert, prepared, above_wire, sig = w
+            items = _list(above_wire, "prepared above")
+            if not items or len(items) > MAX_PREPARED_ABOVE:
+                raise ValidationError("prepared_above must hold 1..%d certificates when present"
+                                      % MAX_PREPARED_ABOVE)
+        else:
+            _, sender, new_view, committed, cert, prepared, sig = _list(w, "view change", 7)
+            items = []
         committed_height = _int(committed, "committed height")
         certificate = None if cert is None else CommitCertificate.from_wire(cert)
         if (certificate is None) != (committed_height == 0):
@@ -294,16 +316,26 @@ class ViewChange(_Signed):
         prep = None if prepared is None else PreparedCertificate.from_wire(prepared)
         if prep is not None and prep.proposal.height != committed_height + 1:
             raise ValidationError("prepared certificate must be for committed height + 1")
-        return cls(_key(sender), _int(new_view, "view", 1), committed_height, certificate, prep, _sig(sig))
+        above = tuple(PreparedCertificate.from_wire(c) for c in items)
+        last = committed_height + 1
+        for c in above:
+            if c.proposal.height <= last:
+                raise ValidationError("prepared certificates above committed+1 must ascend")
+            last = c.proposal.height
+        return cls(_key(sender), _int(new_view, "view", 1), committed_height, certificate, prep, _sig(sig),
+                   above)
 
 
 @dataclass(frozen=True)
 class NewView(_Signed):
-    """PBFT NEW-VIEW(v+1, V, O): a quorum of VIEW-CHANGEs and the re-proposal.
+    """PBFT NEW-VIEW(v+1, V, O): a quorum of VIEW-CHANGEs and the re-proposals.
 
     `proposal` is the new primary's PRE-PREPARE in the new view for the height
-    after the highest certified one, mandatory (and fixed) when any VIEW-CHANGE
-    carries a prepared certificate for that height, otherwise optional.
+    after the highest certified one (the target), mandatory (and fixed) when
+    the VIEW-CHANGEs' walk (`consensus.replica._new_view_decision`) starts
+    there, otherwise optional. `reproposals` are the mandated blocks for
+    target+1, target+2, … that the walk chose (pipelining, W > 1): on the wire
+    only when non-empty, so W = 1 keeps the unpipelined form.
     """
 
     KIND = "new-view"
@@ -312,24 +344,37 @@ class NewView(_Signed):
     view_changes: tuple[ViewChange, ...]
     proposal: Proposal | None
     signature: bytes = b""
+    reproposals: tuple[Proposal, ...] = ()
 
     def body(self) -> list[Any]:
-        return [TAG_NEW_VIEW, self.sender, self.view, [vc.to_wire() for vc in self.view_changes],
+        body = [TAG_NEW_VIEW, self.sender, self.view, [vc.to_wire() for vc in self.view_changes],
                 None if self.proposal is None else self.proposal.to_wire()]
+        if self.reproposals:
+            body.append([p.to_wire() for p in self.reproposals])
+        return body
 
     def payload(self) -> bytes:
         return codec.encode(self.body())
 
     @classmethod
     def from_wire(cls, w: list[Any]) -> "NewView":
-        _, sender, view, vcs, proposal, sig = _list(w, "new view", 6)
+        if isinstance(w, list) and len(w) == 7:
+            _, sender, view, vcs, proposal, more, sig = w
+            extra = _list(more, "reproposals")
+            if not extra or len(extra) > MAX_PREPARED_ABOVE or proposal is None:
+                raise ValidationError("reproposals must hold 1..%d proposals after a proposal"
+                                      % MAX_PREPARED_ABOVE)
+        else:
+            _, sender, view, vcs, proposal, sig = _list(w, "new view", 6)
+            extra = []
         items = _list(vcs, "view changes")
         if len(items) > 256:
             raise ValidationError("too many view changes")
         return cls(_key(sender), _int(view, "view", 1),
                    tuple(ViewChange.from_wire(_list(v, "view change")) for v in items),
                    None if proposal is None else Proposal.from_wire(_list(proposal, "proposal")),
-                   _sig(sig))
+                   _sig(sig),
+                   tuple(Proposal.from_wire(_list(p, "proposal")) for p in extra))
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from consensus.errors import ConsensusError
 from consensus.history import History
 from consensus.messages import PreparedCertificate
 
-STATE_VERSION = 3
+STATE_VERSION = 4
 MAX_STATE_BYTES = 256 * 1024 * 1024  # local file, not a message: several whole blocks fit
 
 
@@ -47,8 +47,15 @@ class PersistedState:
     - `view`, `view_active`: current view, and False while changing to it.
     - `signed`: every message signed for heights above the last committed one
       (and the latest VIEW-CHANGE), the double-sign guard.
-    - `prepared`: the highest-view prepared certificate above the last commit
-      (PBFT requires it to survive crashes: it goes into VIEW-CHANGE).
+    - `prepared`, `prepared_above`: the highest-view prepared certificate of
+      every height in flight above the last commit, lowest first in
+      `prepared`, the higher ones ascending in `prepared_above` (pipelining,
+      W > 1). PBFT requires them to survive crashes: they go into VIEW-CHANGE.
+    - `new_view_floor`: `(view, target)` of the NEW-VIEW that made `view`
+      active: in that view no proposal below the target is accepted (PBFT
+      §4.4: sequence numbers up to max-s are filled only by the O set; below
+      the target every height is already certified). Version 4 only; older
+      states load with (0, 0), as they behaved.
     - `mandates`: `(view, height, block_hash)` fixed by an accepted NEW-VIEW
       (§4.4, the O set): in that view only that block may be prepared at that
       height. It must survive a restart, or a replica would accept any block
@@ -60,6 +67,8 @@ class PersistedState:
     instead of re-walking the whole block through the canonical encoder on
     every flush (it ran on every Persist: ~7 % of a loaded node's CPU).
 
+    Version 4 stores a list of such certificates (one per height in
+    flight); version 3 stored at most one, and still loads as it was.
     Older states still load: version 2 (the prepared certificate as nested
     wire lists) as it was; version 1 (no mandates): one saved in an active
     view above 0 comes back as *changing* to that view, so the replica
@@ -72,6 +81,11 @@ class PersistedState:
     signed: tuple[SignedRecord, ...] = ()
     prepared: PreparedCertificate | None = None
     mandates: tuple[tuple[int, int, bytes], ...] = ()
+    prepared_above: tuple[PreparedCertificate, ...] = ()
+    new_view_floor: tuple[int, int] = (0, 0)
+
+    def certificates(self) -> tuple[PreparedCertificate, ...]:
+        return ((self.prepared,) if self.prepared is not None else ()) + self.prepared_above
 
     def encode(self) -> bytes:
         # Not a network message: the guard records may hold several whole
@@ -79,8 +93,9 @@ class PersistedState:
         return codec.encode([
             STATE_VERSION, self.view, self.view_active,
             [[r.kind, r.view, r.height, r.digest, r.data] for r in self.signed],
-            None if self.prepared is None else list(self.prepared.encoded_parts()),
+            [list(c.encoded_parts()) for c in self.certificates()],
             [[v, h, d] for v, h, d in self.mandates],
+            list(self.new_view_floor),
         ], max_bytes=MAX_STATE_BYTES)
 
     @classmethod
@@ -90,6 +105,8 @@ class PersistedState:
             fields = codec.decode(data, max_bytes=MAX_STATE_BYTES)
             version = fields[0] if isinstance(fields, list) and fields else None
             prepared_from: Any = PreparedCertificate.from_wire  # versions 1 and 2: nested wire lists
+            above: tuple[PreparedCertificate, ...] = ()
+            floor: tuple[int, int] = (0, 0)
             if version == 1 and len(fields) == 5:
                 _, view, active, signed, prepared = fields
                 mandates: list = []
@@ -97,11 +114,23 @@ class PersistedState:
                     active = False  # a mandate may have been lost: re-learn the NEW-VIEW
             elif version == 2 and len(fields) == 6:
                 _, view, active, signed, prepared, mandates = fields
-            elif version == STATE_VERSION and len(fields) == 6:
+            elif version == 3 and len(fields) == 6:
                 _, view, active, signed, prepared, mandates = fields
-                prepared_from = lambda w: PreparedCertificate.from_parts(*w)  # noqa: E731
-                if prepared is not None and (not isinstance(prepared, list) or len(prepared) != 2):
-                    raise DecodeError("prepared certificate must be [proposal bytes, prepares]")
+                prepared_from = _from_parts
+            elif version == STATE_VERSION and len(fields) == 7:
+                _, view, active, signed, all_prepared, mandates, floor_wire = fields
+                if (not isinstance(floor_wire, list) or len(floor_wire) != 2
+                        or not all(isinstance(x, int) and not isinstance(x, bool) for x in floor_wire)):
+                    raise DecodeError("new-view floor must be [view, height]")
+                floor = (floor_wire[0], floor_wire[1])
+                if not isinstance(all_prepared, list):
+                    raise DecodeError("prepared certificates must be a list")
+                certs = [_from_parts(c) for c in all_prepared]
+                heights = [c.proposal.height for c in certs]
+                if heights != sorted(set(heights)):
+                    raise DecodeError("prepared certificates must ascend by height")
+                prepared, above = (certs[0], tuple(certs[1:])) if certs else (None, ())
+                prepared_from = lambda c: c  # noqa: E731 - decoded above
             else:
                 raise DecodeError("unknown persisted state version or shape")
             if not isinstance(view, int) or not isinstance(active, bool):
@@ -114,9 +143,15 @@ class PersistedState:
                 fixed.append((v, h, d))
             return cls(view, active, records,
                        None if prepared is None else prepared_from(prepared),
-                       tuple(fixed))
+                       tuple(fixed), above, floor)
         except (LedgerError, TypeError, ValueError) as exc:
             raise ConsensusError("corrupt persisted consensus state: %s" % exc) from exc
+
+
+def _from_parts(parts: Any) -> PreparedCertificate:
+    if not isinstance(parts, list) or len(parts) != 2:
+        raise DecodeError("prepared certificate must be [proposal bytes, prepares]")
+    return PreparedCertificate.from_parts(*parts)
 
 
 @dataclass(frozen=True)
@@ -133,6 +168,9 @@ class ChainTip:
     for the last K (checkpoint_interval) blocks, so a restarted replica applies
     exactly the K-block duplicate window a running one does. Hashes given only
     in `recent_tx_hashes` count as committed at `height` (conservative).
+    `lagged_results`: `(height, app_hash, receipts_root)` of executed blocks
+    below `height`; with a results lag L > 1 the replica needs the last L − 1
+    of them (header h carries the results of h − L).
     """
 
     height: int = 0
@@ -145,5 +183,6 @@ class ChainTip:
     validator_schedule: tuple[tuple[int, ValidatorSet], ...] = ()
     recent_tx_hashes: frozenset[bytes] = frozenset()
     recent_txs: tuple[tuple[int, tuple[bytes, ...]], ...] = ()
+    lagged_results: tuple[tuple[int, bytes, bytes], ...] = ()
 
 

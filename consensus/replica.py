@@ -12,16 +12,26 @@ Rules (Castro & Liskov, OSDI'99, adapted to a chain of blocks; "§" cites the pa
   A quorum of COMMITs for (h, v, d) plus the block commits h — whatever our
   own view, because a quorum of COMMIT signatures is exactly what a light
   client accepts as final.
-- Pipelining under the header rule: header h carries the results of executing
-  h−1, so nobody can propose or check h before h−1 is committed and executed.
-  Agreement therefore runs on ONE height at a time (`committed + 1`, the
-  "slot"); `pipeline_window` W is the number of heights above the slot whose
-  messages are buffered rather than dropped (a replica slightly behind keeps
-  them), and a valid message beyond W triggers catch-up. This is the safe
-  choice; the throughput lever is batching (B txs or T ms per block).
-  True pipelining (W heights voted at once) needs a chain-format lag L ≥ W
-  (header h carries the results of h−L) and the per-height rules listed in
-  README "Known limits"; it is designed, not implemented.
+- Pipelining: header h carries the results of executing h−L (`results_lag`,
+  genesis results for h ≤ L), so heights c+1 … c+W (`max_in_flight`, W ≤ L,
+  c = our committed height; `committed + 1` is "the slot") are voted on at
+  once: checking a proposal for c+W needs our results of c+W−L ≤ c.
+  - A proposal for h in flight is accepted (and PREPAREd) only when it
+    chains (prev_hash, history root, time) to the block we accepted at h−1 in
+    the same view, or to our committed tip when h is the slot (`_parent`),
+    and repeats no transaction of the blocks in flight below it.
+  - The primary proposes the next height as soon as it has proposed (and
+    accepted) the one below; batching rules are unchanged.
+  - COMMIT for h only once h−1 is committed locally AND is the block h's
+    prev_hash names (so only at the slot); blocks commit in height order.
+  - Heights are never in flight across a validator-set boundary: a proposal
+    above the slot must have the slot's validator set (`_same_set_as_slot`),
+    so VIEW-CHANGE certificates and the NEW-VIEW walk stay within one set.
+  - `pipeline_window` is a BUFFER beyond that: heights above the slot whose
+    messages are kept rather than dropped (COMMITs above the slot, and
+    messages a replica slightly behind cannot use yet); a valid message
+    beyond it triggers catch-up.
+  W = L = 1 is the unpipelined protocol, byte for byte.
 - Checkpoints (§4.3): after executing a multiple of K, a validator signs
   CHECKPOINT(h, digest(h, block hash, app hash)); a quorum makes it stable
   and logs (evidence bookkeeping, checkpoint votes, guard records) at or below
@@ -35,10 +45,16 @@ Rules (Castro & Liskov, OSDI'99, adapted to a chain of blocks; "§" cites the pa
   validators also want a view ≥ v+1 (so a partitioned replica does not run
   away with views it must later wait for). f+1 VIEW-CHANGEs for higher views
   make a replica join the smallest (§4.5.2). The new primary sends NEW-VIEW
-  with a quorum of VIEW-CHANGEs; the highest-view prepared certificate for
-  max(committed)+1 must be re-proposed (the O set; there are no gaps to fill
-  with null requests because every lower height is certified). Every replica
-  re-checks the NEW-VIEW before entering the view.
+  with a quorum of VIEW-CHANGEs. Each VIEW-CHANGE carries the highest-view
+  prepared certificate of every height in flight (persisted, each dropped
+  only once its height is executed). The O set is the walk
+  (`_new_view_decision`): from max(committed)+1 upward, the highest-view
+  prepared block of each height while it chains to the block chosen below
+  (at the target: to the certified block), stopping at the first gap or
+  break; the new primary re-proposes those height by height in the NEW-VIEW
+  and proposes fresh blocks above. Every replica re-checks the NEW-VIEW
+  (the walk included) before entering the view. Why the walk is safe: README
+  "Consensus".
 - Censorship: transactions are gossiped to every replica, so a replica that
   holds transactions the primary never proposes times out and votes it out.
 - Double-sign guard: every signature goes through `_sign_once`, keyed by
@@ -64,9 +80,11 @@ Rules (Castro & Liskov, OSDI'99, adapted to a chain of blocks; "§" cites the pa
 - Restart: the guard records of our own PREPARE/COMMIT for the slot count
   again (same signatures, re-sent), so peers need not make up for them.
 - Validator sets: a `BlockExecuted(h, validator_update=S)` schedules S for
-  heights > c, where c is the first multiple of K that is ≥ h+1; header c
+  heights > c, where c is the first multiple of K that is ≥ h+L; header c
   announces it in `next_validators_hash`. So executed blocks up to e fix the
-  set of every height ≤ the first multiple of K that is ≥ e+2 (`_set_known`).
+  set of every height ≤ the first multiple of K that is ≥ e+1+L
+  (`_set_known`), which covers h+1 for every h ≤ committed+W once
+  e ≥ h−L. With L = 1: ≥ h+1 and ≥ e+2, as before pipelining.
   View changes across a boundary: a VIEW-CHANGE's signer must be a validator
   of ITS slot (committed_height + 1); a NEW-VIEW is judged entirely against
   the set of its target height (max certified height + 1): primary, signer
@@ -88,7 +106,7 @@ from typing import Any, Iterable
 from ledger import codec
 from ledger.crypto import PrivateKey, is_valid
 from ledger.errors import EncodeError, LedgerError
-from ledger.hashing import sha256
+from ledger.hashing import ZERO_HASH, sha256
 from ledger.types import (
     MAX_TXS_PER_BLOCK, Block, CommitCertificate, Header, Tx, ValidatorSet,
     commit_vote_payload, compute_tx_root, make_certificate,
@@ -115,6 +133,19 @@ MAX_EVIDENCE = 1000
 MAX_REPLIED = 4096
 MAX_VIEWS_AHEAD = 64
 MAX_HEADER_BYTES = 1024  # a block's encoding beyond its txs' (header ≈ 500 bytes, array headers)
+
+
+class _HeightLog:
+    """The message log of one height in flight (§4.2: per sequence number)."""
+
+    __slots__ = ("proposals", "proposal_bytes", "checked", "prepares", "commit_votes")
+
+    def __init__(self) -> None:
+        self.proposals: dict[int, Proposal] = {}  # view → pre-prepare
+        self.proposal_bytes: dict[int, bytes] = {}
+        self.checked: dict[tuple[int, bytes], bool] = {}  # (view, hash) → proposal valid in that view
+        self.prepares: dict[tuple[int, bytes], dict[bytes, Prepare]] = {}
+        self.commit_votes: dict[tuple[int, bytes], dict[bytes, bytes]] = {}
 
 
 class Replica:
@@ -160,6 +191,11 @@ class Replica:
         self.last_time = tip.time_ms
         self.history = tip.history
         self.results: dict[int, tuple[bytes, bytes]] = {tip.height: (tip.app_hash, tip.receipts_root)}
+        for h, app_hash, receipts_root in tip.lagged_results:
+            if tip.height - config.results_lag < h < tip.height:
+                self.results[h] = (app_hash, receipts_root)
+        if 0 < tip.height < config.results_lag:  # headers 1..L carry the genesis results
+            self.results[0] = (config.genesis_app_hash, config.genesis_receipts_root)
         self.last_certificate = tip.certificate
         self.recent: dict[int, tuple[Block, CommitCertificate]] = {}
         self._decided_bytes: dict[int, bytes] = {}  # encoded Decided per recent height
@@ -187,9 +223,12 @@ class Replica:
         self.signed: dict[tuple[str, int, int], SignedRecord] = {
             (r.kind, r.view, r.height): r for r in state.signed
         }
-        self.prepared: PreparedCertificate | None = state.prepared
-        if self.prepared is not None and self.prepared.proposal.height != self.committed + 1:
-            self.prepared = None
+        # highest-view prepared certificate per height in flight (§4.4 P set),
+        # each kept until its height is executed (= durable in the block store)
+        self.prepared_at: dict[int, PreparedCertificate] = {
+            c.proposal.height: c for c in state.certificates()
+            if self.committed < c.proposal.height <= self.committed + config.max_in_flight
+        }
 
         self.pending: dict[bytes, Tx] = {}
         self.pending_bytes: dict[bytes, int] = {}  # tx hash → len(tx.encode())
@@ -224,6 +263,16 @@ class Replica:
         # (view, height) → block hash fixed by an accepted NEW-VIEW (§4.4 O set);
         # persisted, so a restart in that view still refuses any other block
         self.mandates: dict[tuple[int, int], bytes] = {(v, h): d for v, h, d in state.mandates}
+        # (view, target) of the NEW-VIEW that activated `view`: no proposal below
+        # the target in that view (§4.4: those heights are certified; only the O
+        # set fills heights in that view up to max-s). Persisted like mandates.
+        self.new_view_floor: tuple[int, int] = state.new_view_floor
+        self.heights: dict[int, _HeightLog] = {}
+        # (view, height) → the block we accepted there (a valid proposal chaining
+        # to our accepted block at height − 1 in that view, or to our committed
+        # tip) and the history root's state after it: what height + 1 chains to
+        self.accepted: dict[tuple[int, int], tuple[Block, History]] = {}
+        self.valid_blocks: dict[bytes, Block] = {}
         self._reset_slot()
 
     # ------------------------------------------------------------ driver API
@@ -273,8 +322,33 @@ class Replica:
 
     def persisted_state(self) -> PersistedState:
         """What the last `Persist` effect carried (for tests and drivers)."""
-        return PersistedState(self.view, self.view_active, tuple(self.signed.values()), self.prepared,
-                              tuple((v, h, d) for (v, h), d in sorted(self.mandates.items())))
+        certs = [self.prepared_at[h] for h in sorted(self.prepared_at)]
+        return PersistedState(self.view, self.view_active, tuple(self.signed.values()),
+                              certs[0] if certs else None,
+                              tuple((v, h, d) for (v, h), d in sorted(self.mandates.items())),
+                              tuple(certs[1:]), self.new_view_floor)
+
+    @property
+    def prepared(self) -> PreparedCertificate | None:
+        """The lowest-height prepared certificate we hold (the slot's, unpipelined)."""
+        return self.prepared_at[min(self.prepared_at)] if self.prepared_at else None
+
+    # the slot's (committed + 1) log, for status and tests
+    @property
+    def proposals(self) -> dict[int, Proposal]:
+        return self._log(self.committed + 1).proposals
+
+    @property
+    def proposal_bytes(self) -> dict[int, bytes]:
+        return self._log(self.committed + 1).proposal_bytes
+
+    @property
+    def prepares(self) -> dict[tuple[int, bytes], dict[bytes, Prepare]]:
+        return self._log(self.committed + 1).prepares
+
+    @property
+    def commit_votes(self) -> dict[tuple[int, bytes], dict[bytes, bytes]]:
+        return self._log(self.committed + 1).commit_votes
 
     def status(self) -> dict[str, Any]:
         """A plain snapshot for metrics and RPC (`dump_consensus_state`)."""
@@ -317,11 +391,22 @@ class Replica:
         """Whether executed blocks already fix the validator set of `height`.
 
         An update executed at h takes effect after the first multiple of K that
-        is ≥ h+1, so updates not yet executed (h ≥ executed+1) act only above
-        the first multiple of K that is ≥ executed+2.
+        is ≥ h+L, so updates not yet executed (h ≥ executed+1) act only above
+        the first multiple of K that is ≥ executed+1+L (L = 1: executed+2).
+        With executed ≥ h−L this covers h+1 for every h ≤ committed+W (W ≤ L).
         """
         k = self.config.checkpoint_interval
-        return height <= -(-(self.executed + 2) // k) * k
+        return height <= -(-(self.executed + 1 + self.config.results_lag) // k) * k
+
+    def _in_flight(self) -> range:
+        """Heights voted on at once: committed+1 … committed+W."""
+        return range(self.committed + 1, self.committed + self.config.max_in_flight + 1)
+
+    def _log(self, height: int) -> "_HeightLog":
+        log = self.heights.get(height)
+        if log is None:
+            log = self.heights[height] = _HeightLog()
+        return log
 
     def _quorum(self, height: int) -> int:
         return self.config.quorum(self.validators_for(height))
@@ -397,22 +482,25 @@ class Replica:
     # ------------------------------------------------------------- slot state
 
     def _reset_slot(self) -> None:
-        """Forget votes for the finished height; start on `committed + 1`."""
-        self.proposals: dict[int, Proposal] = {}
-        self.proposal_bytes: dict[int, bytes] = {}
-        self.valid_blocks: dict[bytes, Block] = {}
-        self.checked: dict[tuple[int, bytes], bool] = {}  # (view, hash) → proposal valid in that view
-        self.prepares: dict[tuple[int, bytes], dict[bytes, Prepare]] = {}
-        self.commit_votes: dict[tuple[int, bytes], dict[bytes, bytes]] = {}
-        self.mandates = {k: v for k, v in self.mandates.items() if k[1] > self.committed}
+        """Forget votes for finished heights; the slot is `committed + 1`.
+
+        Logs of heights above it (in flight) are kept: their proposals were
+        accepted against the chain we had, and PREPAREs stay valid.
+        """
+        c = self.committed
+        self.heights = {h: log for h, log in self.heights.items() if h > c}
+        self.accepted = {k: v for k, v in self.accepted.items() if k[1] > c}
+        self.valid_blocks = {d: b for d, b in self.valid_blocks.items() if b.height > c}
+        self.mandates = {k: v for k, v in self.mandates.items() if k[1] > c}
         self.retransmitted = False
         # A COMMIT we signed for this height before a restart counts again (the
         # same signature; the guard record survived, the tally did not).
-        height = self.committed + 1
+        height = c + 1
+        log = self._log(height)
         for (kind, view, h), record in self.signed.items():
             if kind == "commit" and h == height:
                 vote = CommitVote.from_wire(codec.decode(record.data))
-                self.commit_votes.setdefault((view, record.digest), {})[self.public_key] = vote.signature
+                log.commit_votes.setdefault((view, record.digest), {})[self.public_key] = vote.signature
 
     # ------------------------------------------------------------- messages
 
@@ -461,11 +549,16 @@ class Replica:
             if isinstance(msg, CommitVote) and (height + 1 < self.committed or repeat):
                 self._reply_decided(msg.sender, height + 1)
             raise MessageError("old-height")
-        if height > slot:
+        in_flight = (height <= self.committed + self.config.max_in_flight
+                     and not isinstance(msg, CommitVote) and self._set_known(height))
+        if height > slot and not in_flight:
             self._check_signed(msg, min(height, self.executed + 1))
-            self._note_ahead(msg.sender, height - 1)
-            if height - 1 > self.ahead_senders.get(msg.sender, 0):
-                self.ahead_senders[msg.sender] = height - 1
+            # what the message shows its sender committed: an honest COMMIT for h
+            # needs h−1 committed; a PROPOSAL/PREPARE only h−W (heights in flight)
+            shown = height - (1 if isinstance(msg, CommitVote) else self.config.max_in_flight)
+            self._note_ahead(msg.sender, shown)
+            if shown > self.ahead_senders.get(msg.sender, 0):
+                self.ahead_senders[msg.sender] = shown
             if height > slot + self.config.pipeline_window:
                 self._start_fetch()
                 raise MessageError("beyond-window")
@@ -493,10 +586,11 @@ class Replica:
             raise MessageError("not-primary")
         if not self._note_signed(p.sender, "proposal", p.view, p.height, p.block_hash, data):
             raise MessageError("conflicting-proposal")
-        if p.view in self.proposals:
+        log = self._log(p.height)
+        if p.view in log.proposals:
             raise MessageError("duplicate")
-        self.proposals[p.view] = p
-        self.proposal_bytes[p.view] = data
+        log.proposals[p.view] = p
+        log.proposal_bytes[p.view] = data
         self._arm_progress()
 
     def _on_prepare(self, m: Prepare, data: bytes) -> None:
@@ -504,7 +598,7 @@ class Replica:
             raise MessageError("prepare-from-primary")  # §4.2: the primary's pre-prepare is its prepare
         if not self._note_signed(m.sender, "prepare", m.view, m.height, m.block_hash, data):
             raise MessageError("conflicting-prepare")
-        votes = self.prepares.setdefault((m.view, m.block_hash), {})
+        votes = self._log(m.height).prepares.setdefault((m.view, m.block_hash), {})
         if m.sender in votes:
             raise MessageError("duplicate")
         votes[m.sender] = m
@@ -512,7 +606,7 @@ class Replica:
     def _on_commit_vote(self, m: CommitVote, data: bytes) -> None:
         if not self._note_signed(m.sender, "commit", m.view, m.height, m.block_hash, data):
             raise MessageError("conflicting-commit")
-        votes = self.commit_votes.setdefault((m.view, m.block_hash), {})
+        votes = self._log(m.height).commit_votes.setdefault((m.view, m.block_hash), {})
         if m.sender in votes:
             raise MessageError("duplicate")
         votes[m.sender] = m.signature
@@ -560,23 +654,59 @@ class Replica:
 
     # --------------------------------------------------------- header checks
 
-    def _expected_header_fields(self, height: int) -> dict[str, Any]:
-        app_hash, receipts_root = self.results[height - 1]
+    def _parent(self, view: int, height: int) -> tuple[bytes, int, History] | None:
+        """(hash, time, history after it) of the block `height` must chain to in
+        `view`: our committed tip for the slot, else the block we accepted at
+        height − 1 in the same view (None: not accepted (yet))."""
+        if height == self.committed + 1:
+            return self.last_block_hash, self.last_time, self.history
+        accepted = self.accepted.get((view, height - 1))
+        if accepted is None or height <= self.committed:
+            return None
+        block, history = accepted
+        return block.hash, block.header.time, history
+
+    def _ready_to_check(self, view: int, height: int) -> bool:
+        """Whether we can judge a proposal for `height` in `view` now: its parent
+        is accepted, our results of height − L are executed, the sets of height
+        and height + 1 are known, and (above the slot) height has the slot's
+        validator set: heights are never in flight across a set boundary, so a
+        VIEW-CHANGE's certificates and a NEW-VIEW's walk stay within one set
+        (the first height under a new set is voted once the boundary commits)."""
+        return (self._parent(view, height) is not None
+                and self.config.lagged_height(height) in self.results
+                and self._set_known(height + 1)
+                and self._same_set_as_slot(height))
+
+    def _same_set_as_slot(self, height: int) -> bool:
+        return height == self.committed + 1 or self.validators_for(height) == self.validators_for(self.committed + 1)
+
+    def _expected_header_fields(self, height: int,
+                                parent: tuple[bytes, int, History] | None = None) -> dict[str, Any]:
+        """Header fields `height` must have on top of `parent` (default: our tip)."""
+        if parent is None:
+            parent = (self.last_block_hash, self.last_time, self.history)
+        app_hash, receipts_root = self.results[self.config.lagged_height(height)]
         return {
-            "chain_id": self.chain_id, "height": height, "prev_hash": self.last_block_hash,
+            "chain_id": self.chain_id, "height": height, "prev_hash": parent[0],
             "app_hash": app_hash, "receipts_root": receipts_root,
             "validators_hash": self.validators_for(height).hash,
             "next_validators_hash": self.validators_for(height + 1).hash,
-            "history_root": self.history.root, "history_size": height - 1,
+            "history_root": parent[2].root, "history_size": height - 1,
         }
 
-    def _header_problem(self, block: Block) -> str | None:
-        """Why `block` cannot follow our executed chain (None if it can)."""
+    def _header_problem(self, block: Block, view: int = 0) -> str | None:
+        """Why `block` cannot follow our chain (None if it can): our committed
+        tip for the slot, our accepted block below it in `view` above the slot.
+        Header h carries our results of executing h − L."""
         header = block.header
-        for name, expected in self._expected_header_fields(self.committed + 1).items():
+        parent = self._parent(view, block.height)
+        if parent is None:
+            return "header-no-parent"
+        for name, expected in self._expected_header_fields(block.height, parent).items():
             if getattr(header, name) != expected:
                 return "header-" + name.replace("_", "-")
-        if header.time < self.last_time:
+        if header.time < parent[1]:
             return "header-time"
         if compute_tx_root(block.txs) != header.tx_root:
             return "tx-root"
@@ -585,10 +715,12 @@ class Replica:
     def _proposal_problem(self, p: Proposal) -> str | None:
         """Validity of a proposal's block beyond the header chain (§4.2 'valid request')."""
         block = p.block
-        problem = self._header_problem(block)
+        problem = self._header_problem(block, p.view)
         if problem is not None:
             return problem
         header = block.header
+        if p.view == self.new_view_floor[0] and p.height < self.new_view_floor[1]:
+            return "below-new-view-target"  # certified below the target: never re-vote it in this view
         mandate = self.mandates.get((p.view, p.height))
         if mandate is not None:
             return None if block.hash == mandate else "not-the-mandated-block"
@@ -603,9 +735,10 @@ class Replica:
         if block_bytes(block) > self.config.block_bytes_limit(self.validators_for(p.height)):
             return "block-too-large"  # a NEW-VIEW re-proposing it must fit in one message
         seen: set[bytes] = set()
+        below = self._txs_in_flight_below(p.view, p.height)
         for tx in block.txs:
             tx_hash = tx.hash
-            if tx_hash in seen or tx_hash in self.committed_txs:
+            if tx_hash in seen or tx_hash in self.committed_txs or tx_hash in below:
                 return "duplicate-tx"
             seen.add(tx_hash)
             if tx.chain_id != self.chain_id:
@@ -613,6 +746,16 @@ class Replica:
             if tx_hash not in self.pending and not self._verify(tx.sender, "tx", tx.signing_payload(), tx.signature):
                 return "tx-signature"
         return None
+
+    def _txs_in_flight_below(self, view: int, height: int) -> set[bytes]:
+        """Transactions of the blocks we accepted in `view` between the slot and
+        `height` (exclusive): a block in flight may not repeat them."""
+        out: set[bytes] = set()
+        for h in range(self.committed + 1, height):
+            accepted = self.accepted.get((view, h))
+            if accepted is not None:
+                out.update(tx.hash for tx in accepted[0].txs)
+        return out
 
     # ------------------------------------------------------------- progress
 
@@ -638,68 +781,113 @@ class Replica:
                 return True
             self._drop("bad-fetched-block")
             return True
-        # validate proposals we hold (§4.2 acceptance conditions)
-        for view, p in list(self.proposals.items()):
-            block_hash = p.block_hash
-            if (view, block_hash) in self.checked:
+        # validate proposals we hold (§4.2 acceptance conditions), lowest height
+        # first: a proposal above the slot chains to the one accepted below it
+        for h in self._in_flight():
+            log = self.heights.get(h)
+            if log is None:
                 continue
-            problem = self._proposal_problem(p)
-            self.checked[(view, block_hash)] = problem is None
-            if problem is None:
-                self.valid_blocks[block_hash] = p.block
-            else:
-                self._drop("proposal-" + problem)
-            return True
-        # commit: a quorum of COMMITs for a block we hold (§4.2 committed-local)
-        for (view, block_hash), votes in self.commit_votes.items():
-            if len(votes) >= self._quorum(height) and block_hash in self.valid_blocks:
-                cert = make_certificate(height, view, block_hash, votes)
-                self._commit(self.valid_blocks[block_hash], cert)
+            for view, p in list(log.proposals.items()):
+                block_hash = p.block_hash
+                if (view, block_hash) in log.checked or not self._ready_to_check(view, h):
+                    continue
+                problem = self._proposal_problem(p)
+                log.checked[(view, block_hash)] = problem is None
+                if problem is None:
+                    self.valid_blocks[block_hash] = p.block
+                    parent = self._parent(view, h)
+                    if (view, h) not in self.accepted and parent is not None:
+                        self.accepted[(view, h)] = (p.block, parent[2].append(block_hash))
+                else:
+                    self._drop("proposal-" + problem)
                 return True
-        if not self.view_active or not self._is_validator(height):
-            return self._maybe_propose()
-        view = self.view
-        p = self.proposals.get(view)
-        if p is not None and self.checked.get((view, p.block_hash)):
-            primary = self._primary(view, height)
-            # §4.2: a backup accepts a pre-prepare and multicasts PREPARE
-            if self.public_key != primary and self.public_key not in self.prepares.get((view, p.block_hash), {}):
-                record = self.signed.get(("prepare", view, height))
-                if record is None:
-                    msg = Prepare(self.public_key, view, height, p.block_hash)
-                    data = self._sign_once(msg, view, height, p.block_hash)
-                    if data is not None:
-                        self._out.append(Broadcast(data))
-                        self.prepares.setdefault((view, p.block_hash), {})[self.public_key] = replace(
-                            msg, signature=Prepare.from_wire(codec.decode(data)).signature)
-                        return True
-                elif record.digest == p.block_hash:
-                    # Signed before a restart (the guard record survived, the vote
-                    # tally did not): the same signature counts again, and peers
-                    # that lost it get it once more. Nothing new is signed.
-                    self.prepares.setdefault((view, p.block_hash), {})[self.public_key] = \
-                        Prepare.from_wire(codec.decode(record.data))
-                    self._out.append(Broadcast(record.data))
+        # commit: a quorum of COMMITs for a block we hold (§4.2 committed-local)
+        for (view, block_hash), votes in self._log(height).commit_votes.items():
+            if len(votes) >= self._quorum(height) and block_hash in self.valid_blocks:
+                block = self.valid_blocks[block_hash]
+                if block.header.prev_hash != self.last_block_hash:
+                    # honest COMMITs for h need h−1 committed as the block h names:
+                    # a quorum for a block whose parent is not ours means we diverged
+                    raise InvariantViolation("a COMMIT quorum at height %d names a parent we did not commit"
+                                             % height)
+                cert = make_certificate(height, view, block_hash, votes)
+                self._commit(block, cert)
+                return True
+        if self.view_active:
+            for h in self._in_flight():
+                if not self._is_validator(h):
+                    break
+                if self._vote(h):
                     return True
-            # §4.2 prepared(m, v, n, i): pre-prepare + quorum−1 matching prepares
-            votes = self.prepares.get((view, p.block_hash), {})
-            if len(votes) >= self._quorum(height) - 1 and ("commit", view, height) not in self.signed:
-                # the proposal's signed bytes ride along: persisting the
-                # certificate on every flush then costs O(votes), not O(txs)
-                cert = PreparedCertificate(p, tuple(sorted(votes.values(), key=lambda m: m.sender)),
-                                           self.proposal_bytes.get(view, b""))
-                if (self.prepared is None or self.prepared.proposal.height != height
-                        or self.prepared.proposal.view < view):
-                    self.prepared = cert
-                    self._dirty = True  # persisted before the COMMIT leaves (§4.4 needs P after a crash)
-                msg = CommitVote(self.public_key, view, height, p.block_hash)
+        return self._maybe_propose()
+
+    def _vote(self, height: int) -> bool:
+        """PREPARE and COMMIT for one height in flight in our view; True if
+        something changed."""
+        view = self.view
+        log = self.heights.get(height)
+        p = None if log is None else log.proposals.get(view)
+        if log is None or p is None or not log.checked.get((view, p.block_hash)):
+            return False
+        accepted = self.accepted.get((view, height))
+        if accepted is None or accepted[0].hash != p.block_hash:
+            return False  # PREPARE h only after accepting it (chained to h−1) in this view
+        root = self.accepted.get((view, self.committed + 1))
+        if root is None or root[0].header.prev_hash != self.last_block_hash:
+            # accepted on top of a block at the slot that is not the one we then
+            # committed there (certified from another view): a dead chain, no vote
+            return False
+        primary = self._primary(view, height)
+        # §4.2: a backup accepts a pre-prepare and multicasts PREPARE
+        if self.public_key != primary and self.public_key not in log.prepares.get((view, p.block_hash), {}):
+            record = self.signed.get(("prepare", view, height))
+            if record is None:
+                msg = Prepare(self.public_key, view, height, p.block_hash)
                 data = self._sign_once(msg, view, height, p.block_hash)
                 if data is not None:
                     self._out.append(Broadcast(data))
-                    signature = CommitVote.from_wire(codec.decode(data)).signature
-                    self.commit_votes.setdefault((view, p.block_hash), {})[self.public_key] = signature
+                    log.prepares.setdefault((view, p.block_hash), {})[self.public_key] = replace(
+                        msg, signature=Prepare.from_wire(codec.decode(data)).signature)
+                    if height > self.committed + 1:
+                        self._count("prepared_ahead")  # a height in flight above the slot
+                    return True
+            elif record.digest == p.block_hash:
+                # Signed before a restart (the guard record survived, the vote
+                # tally did not): the same signature counts again, and peers
+                # that lost it get it once more. Nothing new is signed.
+                log.prepares.setdefault((view, p.block_hash), {})[self.public_key] = \
+                    Prepare.from_wire(codec.decode(record.data))
+                self._out.append(Broadcast(record.data))
                 return True
-        return self._maybe_propose()
+        # §4.2 prepared(m, v, n, i): pre-prepare + quorum−1 matching prepares
+        votes = log.prepares.get((view, p.block_hash), {})
+        if len(votes) < self._quorum(height) - 1:
+            return False
+        slot = height == self.committed + 1
+        if slot and ("commit", view, height) in self.signed:
+            return False
+        held = self.prepared_at.get(height)
+        changed = False
+        if held is None or held.proposal.view < view:
+            # the proposal's signed bytes ride along: persisting the
+            # certificate on every flush then costs O(votes), not O(txs)
+            self.prepared_at[height] = PreparedCertificate(
+                p, tuple(sorted(votes.values(), key=lambda m: m.sender)), log.proposal_bytes.get(view, b""))
+            self._dirty = True  # persisted before the COMMIT leaves (§4.4 needs P after a crash)
+            changed = True
+        # Pipelining: COMMIT for h only once h−1 is committed locally AND is the
+        # block h's prev_hash names; otherwise a COMMIT quorum (a certificate a
+        # light client takes as final) could exist for a block whose parent is
+        # replaced in a view change.
+        if not slot or p.block.header.prev_hash != self.last_block_hash:
+            return changed
+        msg = CommitVote(self.public_key, view, height, p.block_hash)
+        data = self._sign_once(msg, view, height, p.block_hash)
+        if data is not None:
+            self._out.append(Broadcast(data))
+            signature = CommitVote.from_wire(codec.decode(data)).signature
+            log.commit_votes.setdefault((view, p.block_hash), {})[self.public_key] = signature
+        return True
 
     def _certified_ok(self, block: Block, cert: CommitCertificate) -> bool:
         """A certified block for the slot: check the certificate, then our chain.
@@ -774,28 +962,47 @@ class Replica:
         self._arm_progress()
         for old in [h for h in self.future if h <= height]:
             del self.future[old]
-        buffered = self.future.pop(height + 1, [])
-        for peer, data in buffered:
-            self._on_message_bytes(peer, data)
+        self._replay_buffered(self._in_flight())
         if not self.view_active:
             self._maybe_send_new_view(self.view)  # it may have waited for us to catch up
+
+    def _replay_buffered(self, heights: Iterable[int]) -> None:
+        """Feed buffered messages for `heights` (ascending) back in: the slot's
+        after a commit, and those of heights in flight that waited for their
+        validator set to be known (W > 1)."""
+        for h in heights:
+            for peer, data in self.future.pop(h, []):
+                self._on_message_bytes(peer, data)
 
     # ------------------------------------------------------------- proposing
 
     def _maybe_propose(self) -> bool:
-        """Primary: propose the slot's block once batching allows (§4.2, batching)."""
-        height = self.committed + 1
+        """Primary: propose the next block once batching allows (§4.2, batching).
+
+        Pipelining: the next height is the lowest one in flight we have not
+        proposed in this view; it is proposed as soon as the block below it is
+        proposed (and accepted by us), not when that one commits.
+        """
         view = self.view
-        if (not self.view_active or self.executed < self.committed
-                or self._primary(view, height) != self.public_key or view in self.proposals):
+        if not self.view_active or self.executed < self.committed:
             return False
+        height = self.committed + 1
+        while height in self.heights and view in self.heights[height].proposals:
+            height += 1
+        if height > self.committed + self.config.max_in_flight:
+            return False
+        if self._primary(view, height) != self.public_key:
+            return False
+        if height > self.committed + 1 and not self._ready_to_check(view, height):
+            return False  # our block below is not accepted yet, or results/sets unknown
         record = self.signed.get(("proposal", view, height))
         if record is not None:  # signed before a restart: never sign another block here
             if not record.data:
                 return False  # committed before the crash (bytes stripped): peers or a fetch decide it
             p = Proposal.from_wire(codec.decode(record.data))
-            self.proposals[view] = p
-            self.proposal_bytes[view] = record.data
+            log = self._log(height)
+            log.proposals[view] = p
+            log.proposal_bytes[view] = record.data
             self._out.append(Broadcast(record.data))
             return True
         if (view, height) in self.mandates:
@@ -806,8 +1013,9 @@ class Replica:
         txs: list[Tx] = []
         full = False
         oversized: list[bytes] = []
+        below = self._txs_in_flight_below(view, height)
         for h, tx in self.pending.items():
-            if h in self.committed_txs:
+            if h in self.committed_txs or h in below:
                 continue
             size = self.pending_bytes.get(h) or len(tx.encode())
             if size > room:
@@ -834,11 +1042,15 @@ class Replica:
                 self.batch_timers.add((view, height, "empty"))
                 self._schedule("batch", self.config.empty_block_interval_ms, view, height, 0)
             return False
+        parent = self._parent(view, height)
+        if parent is None:
+            return False
+        app_hash, receipts_root = self.results[self.config.lagged_height(height)]
         header = Header(
-            self.chain_id, height, view, max(self.now, self.last_time), self.last_block_hash,
-            compute_tx_root(txs), self.results[height - 1][1], self.results[height - 1][0],
+            self.chain_id, height, view, max(self.now, parent[1]), parent[0],
+            compute_tx_root(txs), receipts_root, app_hash,
             self.validators_for(height).hash, self.validators_for(height + 1).hash,
-            self.history.root, height - 1, self.public_key,
+            parent[2].root, height - 1, self.public_key,
         )
         self._send_proposal(view, Block(header, tuple(txs)))
         return True
@@ -851,10 +1063,11 @@ class Replica:
         signed = Proposal.from_wire(codec.decode(data))
         self._out.append(Broadcast(data))
         self._count("proposals")
-        if block.height == self.committed + 1:
+        if block.height in self._in_flight():
             self._note_signed(self.public_key, "proposal", view, block.height, block.hash, data)
-            self.proposals.setdefault(view, signed)
-            self.proposal_bytes.setdefault(view, data)
+            log = self._log(block.height)
+            log.proposals.setdefault(view, signed)
+            log.proposal_bytes.setdefault(view, data)
         return signed
 
     # ---------------------------------------------------------- transactions
@@ -880,7 +1093,7 @@ class Replica:
     # -------------------------------------------------------------- timeouts
 
     def _waiting(self) -> bool:
-        return bool(self.pending) or bool(self.proposals) or self._behind()
+        return bool(self.pending) or any(log.proposals for log in self.heights.values()) or self._behind()
 
     def _behind(self) -> bool:
         """f+1 distinct validators signed slot messages for heights above ours:
@@ -925,7 +1138,7 @@ class Replica:
 
     def _on_timeout(self, t: TimeoutFired) -> None:
         if t.kind == "batch":
-            if t.view == self.view and t.height == self.committed + 1:
+            if t.view == self.view and t.height in self._in_flight():
                 self.batch_due.add((t.view, t.height))
                 self._advance()
         elif t.kind == "progress":
@@ -936,7 +1149,7 @@ class Replica:
                 return
             if self.ahead_height > self.committed and not self.fetch_in_flight:
                 self._start_fetch()
-            elif not (self.pending or self.proposals):
+            elif not (self.pending or any(log.proposals for log in self.heights.values())):
                 pass  # only behind, a fetch in flight: never vote a view out for that
             elif not self.retransmitted and self.view_active:
                 self.retransmitted = True
@@ -973,10 +1186,10 @@ class Replica:
 
     def _retransmit(self) -> None:
         """Resend what we signed for the slot (lost messages), or our last commit."""
-        height = self.committed + 1
+        heights = self._in_flight()
         sent = False
         for (kind, view, h), record in sorted(self.signed.items()):
-            if h == height and view == self.view and kind in ("proposal", "prepare", "commit") and record.data:
+            if h in heights and view == self.view and kind in ("proposal", "prepare", "commit") and record.data:
                 self._out.append(Broadcast(record.data))
                 sent = True
         if not sent and self.committed in self.recent:
@@ -1008,9 +1221,13 @@ class Replica:
         self.progress_token = None
         height = self.committed + 1
         if self._is_validator(height):
-            prepared = self.prepared if self.prepared is not None and self.prepared.proposal.height == height else None
+            # §4.4 P: the highest-view prepared certificate of every height in flight
+            prepared = self.prepared_at.get(height)
+            above = tuple(self.prepared_at[h] for h in self._in_flight()
+                          if h > height and h in self.prepared_at and self._same_set_as_slot(h))
             vc = ViewChange(self.public_key, new_view, self.committed,
-                            self.last_certificate if self.committed > 0 else None, prepared)
+                            self.last_certificate if self.committed > 0 else None, prepared,
+                            prepared_above=above)
             data = self._sign_once(vc, new_view, 0, sha256(vc.payload()))
             if data is not None:
                 self._out.append(Broadcast(data))
@@ -1024,9 +1241,14 @@ class Replica:
         """Check the C and P parts of a VIEW-CHANGE (§4.4)."""
         if vc.certificate is not None and not self._certificate_ok(vc.certificate):
             return "bad-certificate"
-        prepared = vc.prepared
-        if prepared is not None:
+        for prepared in vc.certificates():
             p = prepared.proposal
+            if p.height > vc.committed_height + self.config.max_in_flight:
+                return "prepared-beyond-in-flight-window"
+            if not self._set_known(p.height):
+                return "prepared-beyond-known-set"
+            if self.validators_for(p.height) != self.validators_for(vc.committed_height + 1):
+                return "prepared-across-set-boundary"  # never in flight across one
             if p.view >= vc.new_view:
                 return "prepared-view-too-high"
             if p.sender != self._primary(p.view, p.height) or not p.verify_signature(self.chain_id, self._verifier):
@@ -1140,12 +1362,14 @@ class Replica:
         target_height, mandated = _new_view_decision(chosen)
         if self.validators_for(target_height) != vset:
             return  # stale VIEW-CHANGEs from before a set boundary: the next view has fresh ones
-        proposal = None
-        if mandated is not None:
-            proposal = self._send_proposal_for_new_view(view, mandated.block)
-            if proposal is None:
+        reproposals: list[Proposal] = []
+        for chosen_block in mandated:  # re-propose height by height (the walk)
+            signed_p = self._send_proposal_for_new_view(view, chosen_block.block)
+            if signed_p is None:
                 return
-        nv = NewView(self.public_key, view, tuple(chosen), proposal)
+            reproposals.append(signed_p)
+        nv = NewView(self.public_key, view, tuple(chosen), reproposals[0] if reproposals else None,
+                     reproposals=tuple(reproposals[1:]))
         data = self._sign_once(nv, view, 0, sha256(nv.payload()))
         if data is None:
             return
@@ -1169,7 +1393,8 @@ class Replica:
         # Everything is judged against the set in force at the NEW-VIEW's target
         # height (max certified height + 1), where the quorums must intersect.
         target_height, mandated = _new_view_decision(list(nv.view_changes))
-        if not self._set_known(target_height):
+        top = max([c.proposal.height for vc in nv.view_changes for c in vc.certificates()] + [target_height])
+        if not self._set_known(max(target_height, min(top, target_height - 1 + self.config.max_in_flight))):
             # past a set boundary we have not executed: catch up (the certificate
             # of the highest VIEW-CHANGE proves how far) and take the view later
             best = max(nv.view_changes, key=lambda vc: vc.committed_height)
@@ -1189,23 +1414,29 @@ class Replica:
             signers.add(vc.sender)
         if len(signers) < self.config.quorum(vset):
             raise MessageError("new-view-without-quorum")
+        # §4.4 O, pipelined: exactly the walk's blocks, height by height from
+        # the target, each re-proposed by the new primary in the new view
         p = nv.proposal
-        if mandated is not None:
-            if p is None or p.block_hash != mandated.block_hash:
+        sent = ([] if p is None else [p]) + list(nv.reproposals)
+        if mandated:
+            if [q.block_hash for q in sent] != [m.block_hash for m in mandated]:
                 raise MessageError("new-view-wrong-reproposal")
-        if p is not None:
-            if p.sender != nv.sender or p.view != nv.view or p.height != target_height:
+        elif nv.reproposals:
+            raise MessageError("new-view-wrong-reproposal")
+        for offset, q in enumerate(sent):
+            if q.sender != nv.sender or q.view != nv.view or q.height != target_height + offset:
                 raise MessageError("new-view-bad-proposal")
-            if not p.verify_signature(self.chain_id, self._verifier):
+            if not q.verify_signature(self.chain_id, self._verifier):
                 raise MessageError("bad-signature")
         self._install_new_view(nv, data, target_height, mandated)
 
     def _install_new_view(self, nv: NewView, data: bytes, target_height: int,
-                          mandated: Proposal | None) -> None:
+                          mandated: tuple[Proposal, ...]) -> None:
         self.view = nv.view
         self.view_active = True
         self._dirty = True
         self.last_new_view = data
+        self.new_view_floor = (nv.view, target_height)
         self.view_change_token = None
         self._count("new_views")
         for w in [w for w in self.view_changes if w <= nv.view]:
@@ -1214,23 +1445,28 @@ class Replica:
         # done with: stable checkpoints never collect it, so drop it here
         self.first_seen = {k: v for k, v in self.first_seen.items() if k[3] != 0 or k[2] >= nv.view}
         self.evidence_keys = {k for k in self.evidence_keys if k[3] != 0 or k[2] >= nv.view}
-        if mandated is not None:
-            self.mandates[(nv.view, target_height)] = mandated.block_hash
-            self.checked = {k: v for k, v in self.checked.items() if k[0] != nv.view}
-        p = nv.proposal
-        if p is not None:
-            if p.height == self.committed + 1:
+        if mandated:
+            for m in mandated:
+                self.mandates[(nv.view, m.height)] = m.block_hash
+            for log in self.heights.values():
+                log.checked = {k: v for k, v in log.checked.items() if k[0] != nv.view}
+            # blocks accepted in this view before its NEW-VIEW are judged again
+            self.accepted = {k: v for k, v in self.accepted.items() if k[0] != nv.view}
+        for p in ([] if nv.proposal is None else [nv.proposal]) + list(nv.reproposals):
+            if p.height in self._in_flight():
                 # The NEW-VIEW's proposal IS the view's pre-prepare (§4.4): it
                 # replaces whatever the primary sent for this view before its
                 # NEW-VIEW (nobody could prepare that: the view was not active).
                 # A different earlier block from the same primary is evidence.
                 data_p = p.encode()
                 self._note_signed(p.sender, "proposal", p.view, p.height, p.block_hash, data_p)
-                if p.view in self.proposals and self.proposals[p.view].block_hash != p.block_hash:
-                    self.checked.pop((p.view, self.proposals[p.view].block_hash), None)
-                self.proposals[p.view] = p
-                self.proposal_bytes[p.view] = data_p
-            elif p.height > self.committed + 1:
+                log = self._log(p.height)
+                if p.view in log.proposals and log.proposals[p.view].block_hash != p.block_hash:
+                    log.checked.pop((p.view, log.proposals[p.view].block_hash), None)
+                    self.accepted.pop((p.view, p.height), None)
+                log.proposals[p.view] = p
+                log.proposal_bytes[p.view] = data_p
+            elif p.height > self.committed:
                 self.future.setdefault(p.height, []).append((nv.sender, p.encode()))
         max_committed = target_height - 1
         if max_committed > self.committed:
@@ -1253,14 +1489,15 @@ class Replica:
                              % (e.height, self.executed, self.committed))
         self.executed = e.height
         self.results[e.height] = (e.app_hash, e.receipts_root)
-        if self.prepared is not None and self.prepared.proposal.height <= e.height:
+        for h in [h for h in self.prepared_at if h <= e.height]:
             # the block is in the store now: a restart resumes above it. Not
             # marked dirty: a stale certificate on disk is ignored on restore.
-            self.prepared = None
-        self.results.pop(e.height - self.config.pipeline_window - 2, None)
+            del self.prepared_at[h]
+        self.results.pop(e.height - self.config.pipeline_window - self.config.results_lag - 1, None)
         if e.validator_update is not None:
+            # takes effect after the first multiple of K that is ≥ e + L
             k = self.config.checkpoint_interval
-            boundary = -(-(e.height + 1) // k) * k
+            boundary = -(-(e.height + self.config.results_lag) // k) * k
             self._schedule_set(boundary + 1, e.validator_update)
         if e.height % self.config.checkpoint_interval == 0:
             digest = checkpoint_digest(e.height, self.last_block_hash if e.height == self.committed
@@ -1273,6 +1510,8 @@ class Replica:
                     self._out.append(Broadcast(data))
                     self.checkpoints.setdefault(e.height, {})[self.public_key] = digest
             self._check_stable(e.height)
+        if self.config.max_in_flight > 1:
+            self._replay_buffered(h for h in self._in_flight() if h > self.committed + 1)
         self._advance()
 
     def _on_checkpoint(self, c: Checkpoint, data: bytes) -> None:
@@ -1388,15 +1627,32 @@ def block_bytes(block: Block) -> int:
     return 6 + len(codec.encode(block.header.to_wire())) + sum(len(tx.encode()) for tx in block.txs)
 
 
-def _new_view_decision(view_changes: list[ViewChange]) -> tuple[int, Proposal | None]:
-    """§4.4 (computing O): the height after the highest certified one, and the
-    highest-view prepared proposal for it, which the new primary must re-propose."""
-    max_committed = max(vc.committed_height for vc in view_changes)
-    target = max_committed + 1
-    best: Proposal | None = None
+def _new_view_decision(view_changes: list[ViewChange]) -> tuple[int, tuple[Proposal, ...]]:
+    """§4.4 (computing O), pipelined: the height after the highest certified
+    one (the target), and the blocks the new primary must re-propose.
+
+    The walk: from the target upward, the highest-view prepared block of each
+    height, while it chains (prev_hash) to the block chosen below it (at the
+    target: to the certified block of the highest VIEW-CHANGE); it stops at the
+    first gap or break, and heights above get fresh proposals. Safe because a
+    committed block at h+1 implies its parent committed (an honest COMMIT needs
+    it), so by PBFT's induction the highest-view prepared block at every height
+    from the target to h+1 is the committed one, each chaining to the one
+    below, and the walk reaches h+1. With W = 1 it is PBFT's single O entry.
+    """
+    best_vc = max(view_changes, key=lambda vc: vc.committed_height)
+    target = best_vc.committed_height + 1
+    best: dict[int, Proposal] = {}
     for vc in view_changes:
-        prepared = vc.prepared
-        if prepared is not None and prepared.proposal.height == target:
-            if best is None or prepared.proposal.view > best.view:
-                best = prepared.proposal
-    return target, best
+        for prepared in vc.certificates():
+            p = prepared.proposal
+            if p.height >= target and (p.height not in best or p.view > best[p.height].view):
+                best[p.height] = p
+    parent = ZERO_HASH if best_vc.certificate is None else best_vc.certificate.block_hash
+    chosen: list[Proposal] = []
+    height = target
+    while height in best and best[height].block.header.prev_hash == parent:
+        chosen.append(best[height])
+        parent = best[height].block_hash
+        height += 1
+    return target, tuple(chosen)

@@ -761,6 +761,7 @@ def genesis_from_json(data: Any) -> Genesis:
     params_data = data.get("consensus_params", {})
     if not isinstance(params_data, dict):
         raise ConfigError("genesis.consensus_params must be an object")
+    params_data = _refuse_pipelining(params_data)
     try:
         params = _build_section(ConsensusParams, params_data, "genesis.consensus_params")
     except ConfigError as exc:
@@ -861,6 +862,28 @@ def save_genesis(path: str, genesis: Genesis) -> None:
     with open(path, "w") as handle:
         json.dump(genesis.to_json(), handle, indent=2)
         handle.write("\n")
+
+
+PIPELINING_PARAMS = ("results_lag", "max_in_flight")
+
+
+def _refuse_pipelining(params: dict[str, Any]) -> dict[str, Any]:
+    """`results_lag` (L) / `max_in_flight` (W) other than 1 are refused: the
+    consensus core pipelines (`consensus.config.ConsensusConfig`), but the node
+    runtime (executor and driver results lag, light client and proof routes
+    verifying state v against header v + L, observer, audit, query) does not
+    yet. Value 1 (today's format) is accepted and not written back.
+
+    Raises ConfigError."""
+    for name in PIPELINING_PARAMS:
+        if name in params:
+            value = params[name]
+            if value != 1 or isinstance(value, bool):
+                raise ConfigError(
+                    "genesis.consensus_params.%s = %r: the node runtime does not support pipelining "
+                    "(results lag L > 1, W heights in flight) yet; only the consensus core and its "
+                    "simulator do (README Known limits). Use 1 or leave it out." % (name, value))
+    return {k: v for k, v in params.items() if k not in PIPELINING_PARAMS}
 
 
 def consensus_settings(config: NodeConfig, genesis: Genesis) -> dict[str, int]:

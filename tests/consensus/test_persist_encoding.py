@@ -1,4 +1,4 @@
-"""The persisted consensus state: O(records) encoding (version 3) and loading
+"""The persisted consensus state: O(records) encoding (versions 3 and 4) and loading
 older versions. PBFT §4.4 needs the prepared certificate P to survive a crash;
 these tests pin how it is stored, not whether (test_review_fixes does that)."""
 
@@ -24,11 +24,11 @@ def _certificate(txs: int = 3) -> tuple[PreparedCertificate, bytes]:
     return PreparedCertificate(p, votes, data), data
 
 
-def test_state_version_is_3_and_round_trips_a_prepared_certificate() -> None:
+def test_state_version_is_4_and_round_trips_a_prepared_certificate() -> None:
     cert, data = _certificate()
     state = PersistedState(2, True, (SignedRecord("prepare", 0, 1, b"\x01" * 32, b"abc"),), cert, ((1, 1, b"\x02" * 32),))
     encoded = state.encode()
-    assert codec.decode(encoded, max_bytes=len(encoded))[0] == STATE_VERSION == 3
+    assert codec.decode(encoded, max_bytes=len(encoded))[0] == STATE_VERSION == 4
     back = PersistedState.decode(encoded)
     assert back == state
     assert back.prepared is not None and back.prepared.proposal_data == data
@@ -100,4 +100,4 @@ def test_a_version_3_state_whose_prepares_do_not_match_the_proposal_is_refused()
 
 def test_an_unknown_state_version_is_refused_clearly() -> None:
     with pytest.raises(ConsensusError, match="unknown persisted state version"):
-        PersistedState.decode(codec.encode([4, 0, True, [], None, []]))
+        PersistedState.decode(codec.encode([5, 0, True, [], [], []]))

@@ -218,3 +218,13 @@ def test_consensus_settings_take_network_wide_values_from_genesis(tmp_path: Any)
     settings = consensus_settings(config, genesis)
     assert settings["checkpoint_interval"] == 32
     assert settings["max_batch_txs"] == 200
+
+
+@pytest.mark.parametrize("name", ["results_lag", "max_in_flight"])
+def test_a_genesis_asking_for_pipelining_is_refused_because_the_runtime_does_not_support_it(name: str) -> None:
+    data = _genesis_json()
+    data["consensus_params"][name] = 3
+    with pytest.raises(ConfigError, match="node runtime does not support pipelining"):
+        genesis_from_json(data)
+    data["consensus_params"][name] = 1  # today's format: accepted, and the genesis is unchanged
+    assert genesis_from_json(data) == genesis_from_json(_genesis_json())

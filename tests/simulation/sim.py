@@ -110,13 +110,16 @@ class Result:
     virtual_ms: int
     trace_hash: str
     longest_view_change_ms: int
+    prepared_ahead: int = 0  # moments an honest replica PREPAREd h+1 before committing h
 
 
 class Simulation:
     def __init__(self, seed: int, validators: int = 4, heights: int = 20, faults: str = "all",
                  quorum_override: int | None = None, heal_after_ms: int = 8_000,
                  progress_bound_ms: int = 120_000, scenario: str | None = None,
-                 checkpoint_interval: int = 5) -> None:
+                 checkpoint_interval: int = 5, pipeline: int = 1) -> None:
+        """`pipeline` W: heights in flight, with results lag L = W (header h
+        carries the results of h − W). 1 is the unpipelined chain."""
         if faults not in FAULT_MODES:
             raise ValueError("faults must be one of %s" % (FAULT_MODES,))
         if scenario is not None and scenario not in SCENARIOS:
@@ -139,7 +142,11 @@ class Simulation:
             batch_timeout_ms=rng.choice([5, 20, 50]), pipeline_window=4, checkpoint_interval=checkpoint_interval,
             base_timeout_ms=rng.choice([300, 500, 800]), max_timeout_ms=4_000, fetch_timeout_ms=400,
             quorum_override=quorum_override,
+            results_lag=pipeline, max_in_flight=pipeline,
         )
+        if pipeline > self.config.pipeline_window:
+            self.config = replace(self.config, pipeline_window=pipeline)
+        self.lag = pipeline
         byz = faults in ("byzantine", "all")
         self.byzantine_mode = rng.choice(["twins", "equivocate", "silent", "twins"]) if byz else None
         if scenario == "twin-primary":
@@ -208,13 +215,17 @@ class Simulation:
         # "boundary-primary-crash": (boundary height, view, crashed node) for each set
         # boundary whose first height's primary was crashed the moment it was committed
         self.boundary_crashes: list[tuple[int, int, int]] = []
+        self.prepared_ahead = 0  # honest PREPAREs for h+1 (or higher) sent before committing h
+        self.multi_height_new_views = 0  # honest NEW-VIEWs re-proposing two or more heights
+        self.in_flight_at_crash: list[int] = []  # per crash: heights the victim had in flight
 
     # ------------------------------------------------------- validator sets
 
     def boundary(self, height: int) -> int:
-        """The checkpoint after which an update executed at `height` takes effect."""
+        """The checkpoint after which an update executed at `height` takes effect:
+        the first multiple of K that is ≥ height + L."""
         k = self.config.checkpoint_interval
-        return -(-(height + 1) // k) * k
+        return -(-(height + self.config.results_lag) // k) * k
 
     def set_for(self, height: int) -> ValidatorSet:
         """Ground truth: the validator set in force at `height`."""
@@ -261,7 +272,7 @@ class Simulation:
         self.final_checks()
         return Result(self.seed, min(len(n.committed) for n in self.honest_nodes()), self.messages,
                       self.faults, self.checks, self.violations, self.events, self.now,
-                      self.trace.hexdigest(), self.longest_view_change)
+                      self.trace.hexdigest(), self.longest_view_change, self.prepared_ahead)
 
     def done(self) -> bool:
         """Every live honest node reached the target (nodes crashed for good, as in the
@@ -322,8 +333,9 @@ class Simulation:
             txs = frozenset(tx.hash for b, _, _, _ in disk.blocks for tx in b.txs)
             schedule = tuple((self.boundary(h) + 1, vset) for h, vset in sorted(self.set_updates.items())
                              if h <= block.height)
+            lagged = tuple((b.height, a, r) for b, _, a, r in disk.blocks[-self.lag:-1])
             tip = ChainTip(block.height, block.hash, block.header.time, history, app, receipts, cert,
-                           schedule, txs)
+                           schedule, txs, lagged_results=lagged)
         node.replica = Replica(self.config, node.key, restored=restored, last_commit=tip, verifier=cached_verify)
         node.committed = [b.hash for b, _, _, _ in disk.blocks]
         node.tx_seen = {tx.hash for b, _, _, _ in disk.blocks for tx in b.txs}
@@ -376,6 +388,10 @@ class Simulation:
             msg = None
         if node.honest:
             self.check_no_double_sign(node, data, msg)
+            if isinstance(msg, Prepare) and msg.sender == node.pub and msg.height > len(node.committed) + 1:
+                self.prepared_ahead += 1  # heights really are in flight
+            if isinstance(msg, NewView) and msg.sender == node.pub and msg.reproposals:
+                self.multi_height_new_views += 1  # a view change re-proposed several heights in flight
             if self.set_updates and isinstance(msg, NewView) and msg.sender == node.pub:
                 slots = [vc.committed_height + 1 for vc in msg.view_changes]
                 if len({self.set_for(h).hash for h in slots + [max(slots)]}) > 1:
@@ -497,6 +513,7 @@ class Simulation:
         node.committed.append(block.hash)
         node.disk.blocks.append((block, cert, b"", b""))
         self.check_certified(node, block, cert)
+        self.check_lagged_results(node, block)
         if node.honest:
             first = self.canonical.setdefault(height, block.hash)
             if first != block.hash:
@@ -553,6 +570,17 @@ class Simulation:
             signers.add(key)
         if cert.height != height or cert.block_hash != block.hash or len(signers) < self.config.quorum(vset):
             self.violations.append("height %d certificate does not certify the block under its set" % height)
+
+    def check_lagged_results(self, node: Node, block: Block) -> None:
+        """Header h carries the (honestly executed) results of h − L, genesis's for h ≤ L."""
+        lagged = block.height - self.config.results_lag
+        expected = self.config.genesis_app_hash if lagged <= 0 else self.app_roots.get(lagged)
+        if expected is None:
+            return  # no honest node executed h − L yet (it was certified by peers we have not heard)
+        self.checks += 1
+        if block.header.app_hash != expected:
+            self.violations.append("height %d header carries app hash not of height %d (node %d)"
+                                   % (block.height, lagged, node.index))
 
     def execute(self, node: Node, height: int) -> None:
         block, cert, _, _ = node.disk.blocks[height - 1] if height <= len(node.disk.blocks) else (None, None, 0, 0)
@@ -628,6 +656,9 @@ class Simulation:
     def crash(self, node: Node) -> None:
         if not node.alive:
             return
+        if node.replica is not None:  # heights the victim had proposals for above its commit
+            logs = [h for h, log in node.replica.heights.items() if log.proposals]
+            self.in_flight_at_crash.append(max(logs, default=node.replica.committed) - node.replica.committed)
         node.alive = False
         node.incarnation += 1
         self.faults += 1

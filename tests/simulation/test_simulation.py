@@ -155,3 +155,96 @@ def test_primary_crash_exactly_at_a_set_boundary() -> None:
             block, cert = certs[height + 1]
             assert cert.view > view  # the crashed primary's view could not certify it
             assert block.header.validators_hash == sim.set_for(height + 1).hash
+
+
+# ---------------------------------------------------------------- pipelining
+# W = L = 3: three heights voted at once, header h carries the results of h − 3.
+# Kept small (CI share ~1–2 minutes); `scripts/simulate.py --pipeline 3 --seeds 200`
+# is the campaign (README "Consensus").
+
+def test_w3_seeds_n4_with_all_faults_keep_every_invariant_and_heights_are_in_flight() -> None:
+    ahead = 0
+    for seed in range(20):
+        result = run_seed(seed, validators=4, heights=6, faults="all", heal_after_ms=6_000, pipeline=3)
+        _assert_clean(result)
+        ahead += result.prepared_ahead
+    assert ahead > 0  # honest replicas PREPAREd h+1 (or higher) before committing h
+
+
+@pytest.mark.slow
+def test_w3_seeds_n7_with_all_faults_keep_every_invariant() -> None:
+    ahead = 0
+    for seed in range(1000, 1010):
+        result = run_seed(seed, validators=7, heights=6, faults="all", heal_after_ms=6_000, pipeline=3)
+        _assert_clean(result)
+        ahead += result.prepared_ahead
+    assert ahead > 0
+
+
+def test_w3_n4f1_primary_crash_with_heights_in_flight() -> None:
+    in_flight = []
+    for seed in range(3):
+        sim = Simulation(seed, validators=4, heights=10, faults="crash", scenario="primary-crash", pipeline=3)
+        _assert_clean(sim.run())
+        assert any(n.replica.view > 0 for n in sim.nodes if n.alive and n.replica)
+        in_flight += sim.in_flight_at_crash
+    assert max(in_flight) >= 2  # the primary had proposed two or more heights above its commit
+
+
+def test_w3_view_change_mid_pipeline_reproposes_several_heights() -> None:
+    # seeds (all faults) whose view changes found two or more prepared heights in
+    # flight: the NEW-VIEW re-proposed them height by height (the walk), safely
+    reproposing = 0
+    for seed in (1, 2, 3):
+        sim = Simulation(seed, validators=4, heights=6, faults="all", heal_after_ms=6_000, pipeline=3)
+        _assert_clean(sim.run())
+        reproposing += sim.multi_height_new_views
+    assert reproposing >= 3
+
+
+def test_w3_restart_all_with_heights_in_flight() -> None:
+    for seed in range(2):
+        sim = Simulation(seed, validators=4, heights=12, faults="crash", scenario="restart-all", pipeline=3)
+        _assert_clean(sim.run())
+        assert max(sim.in_flight_at_crash) >= 1
+
+
+def test_w3_validator_added_then_removed() -> None:
+    for seed, faults in [(0, "none"), (2, "all"), (3, "all")]:
+        sim = Simulation(seed, validators=4, heights=16, faults=faults, scenario="validator-change", pipeline=3)
+        _assert_clean(sim.run())
+        k, lag = sim.config.checkpoint_interval, sim.config.results_lag
+        # executed at k−2, in force after the first multiple of K ≥ k−2+L (not k−2+1)
+        assert sim.boundary(k - 2) == -(-(k - 2 + lag) // k) * k == 2 * k
+        grown = sim.set_for(2 * k + 1)
+        assert grown.size == 5 and sim.set_for(2 * k).size == 4
+        certs = _certificates(sim)
+        assert certs[2 * k][0].header.next_validators_hash == grown.hash
+        signed = [h for h, (_, cert) in certs.items() if sim.follower.pub in dict(cert.signatures)]
+        assert signed and all(h > 2 * k for h in signed)
+
+
+def test_w3_boundary_primary_crash() -> None:
+    for seed, faults in [(0, "none"), (2, "all"), (4, "all")]:
+        sim = Simulation(seed, validators=4, heights=16, faults=faults, scenario="boundary-primary-crash",
+                         pipeline=3)
+        _assert_clean(sim.run())
+        assert sim.boundary_crashes
+        certs = _certificates(sim)
+        for height, view, _ in sim.boundary_crashes:
+            block, cert = certs[height + 1]
+            assert cert.view > view
+            assert block.header.validators_hash == sim.set_for(height + 1).hash
+
+
+def test_w3_weakening_the_quorum_to_f_plus_1_is_still_caught() -> None:
+    for seed in range(100):
+        if run_seed(seed, validators=4, heights=10, faults="all", quorum_override=2, pipeline=3).violations:
+            return
+    pytest.fail("an f+1 quorum survived 100 pipelined seeds: the simulator cannot see safety bugs")
+
+
+def test_w3_a_seed_replays_byte_for_byte() -> None:
+    first = run_seed(5, validators=4, heights=6, faults="all", pipeline=3)
+    assert first.trace_hash == run_seed(5, validators=4, heights=6, faults="all", pipeline=3).trace_hash
+    assert first.trace_hash != run_seed(5, validators=4, heights=6, faults="all").trace_hash
