@@ -112,11 +112,12 @@ class PersistedState:
                 mandates: list = []
                 if isinstance(view, int) and view > 0:
                     active = False  # a mandate may have been lost: re-learn the NEW-VIEW
-            elif version == 2 and len(fields) == 6:
+            elif version in (2, 3) and len(fields) == 6:
                 _, view, active, signed, prepared, mandates = fields
-            elif version == 3 and len(fields) == 6:
-                _, view, active, signed, prepared, mandates = fields
-                prepared_from = _from_parts
+                if version == 3:
+                    prepared_from = _from_parts
+                if isinstance(view, int) and view > 0:
+                    active = False  # no new-view floor was saved: re-learn the NEW-VIEW
             elif version == STATE_VERSION and len(fields) == 7:
                 _, view, active, signed, all_prepared, mandates, floor_wire = fields
                 if (not isinstance(floor_wire, list) or len(floor_wire) != 2

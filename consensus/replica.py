@@ -829,6 +829,8 @@ class Replica:
         p = None if log is None else log.proposals.get(view)
         if log is None or p is None or not log.checked.get((view, p.block_hash)):
             return False
+        if view == self.new_view_floor[0] and height < self.new_view_floor[1]:
+            return False  # §4.4: below a NEW-VIEW's target every height is certified
         accepted = self.accepted.get((view, height))
         if accepted is None or accepted[0].hash != p.block_hash:
             return False  # PREPARE h only after accepting it (chained to h−1) in this view
@@ -1445,13 +1447,16 @@ class Replica:
         # done with: stable checkpoints never collect it, so drop it here
         self.first_seen = {k: v for k, v in self.first_seen.items() if k[3] != 0 or k[2] >= nv.view}
         self.evidence_keys = {k for k in self.evidence_keys if k[3] != 0 or k[2] >= nv.view}
-        if mandated:
-            for m in mandated:
-                self.mandates[(nv.view, m.height)] = m.block_hash
-            for log in self.heights.values():
-                log.checked = {k: v for k, v in log.checked.items() if k[0] != nv.view}
-            # blocks accepted in this view before its NEW-VIEW are judged again
-            self.accepted = {k: v for k, v in self.accepted.items() if k[0] != nv.view}
+        for m in mandated:
+            self.mandates[(nv.view, m.height)] = m.block_hash
+        # Proposals of this view received (and checked) before its NEW-VIEW are
+        # judged again under the NEW-VIEW's floor and mandates, mandated or not:
+        # one checked earlier against the old floor may be a stale block below
+        # the target (a faulty new primary sends it first), and blocks accepted
+        # on top of a proposal the NEW-VIEW replaces must not keep their votes.
+        for log in self.heights.values():
+            log.checked = {k: v for k, v in log.checked.items() if k[0] != nv.view}
+        self.accepted = {k: v for k, v in self.accepted.items() if k[0] != nv.view}
         for p in ([] if nv.proposal is None else [nv.proposal]) + list(nv.reproposals):
             if p.height in self._in_flight():
                 # The NEW-VIEW's proposal IS the view's pre-prepare (§4.4): it

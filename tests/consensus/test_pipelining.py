@@ -329,6 +329,42 @@ def test_r6_no_proposal_below_the_new_view_target_is_accepted_in_that_view() -> 
     assert restored.new_view_floor == (1, 2)  # survives a restart
 
 
+@pytest.mark.parametrize("lag", [1, W])
+def test_r6_a_stale_proposal_received_before_the_new_view_is_judged_again_under_its_floor(lag: int) -> None:
+    # Review finding (a safety bug at W = 1 and W = 3): the faulty primary of view
+    # 1 first sends a fresh block for height 1 in view 1, then a NEW-VIEW whose
+    # VIEW-CHANGEs prove height 1 certified (target 2, nothing re-proposed). The
+    # proposal was checked against the old floor before the NEW-VIEW; it must be
+    # judged again (§4.4: below max-s only the O set fills heights), or two
+    # honest replicas could commit it while another committed the certified block.
+    r = preplica(2, results_lag=lag, max_in_flight=lag)
+    b1 = chain(1)[0]
+    votes = {KEYS[i].public_key: decode_message(_commit(b1, i)).signature for i in (0, 1, 3)}
+    ahead = signed(ViewChange(KEYS[1].public_key, 1, 1, make_certificate(1, 0, b1.hash, votes), None), KEYS[1])
+    nv = signed(NewView(KEYS[1].public_key, 1, (ahead, _vc(2), _vc(3)), None), KEYS[1])
+    z1 = chain(1, view=1, time=60, txs_from=700)[0]
+    effects = _recv(r, 1, _proposal(z1, 1)) + _recv(r, 1, nv.encode())
+    assert r.view == 1 and r.view_active and r.new_view_floor == (1, 2)
+    assert _sent(effects, Prepare) == [] and r.dropped.get("proposal-below-new-view-target") == 1
+    effects = _recv(r, 3, _prepare(z1, 3, 1)) + _recv(r, 0, _prepare(z1, 0, 1))
+    assert _sent(effects, Prepare) == [] and _sent(effects, CommitVote) == [] and r.committed == 0
+
+
+def test_r1_a_block_accepted_on_a_proposal_the_new_view_replaces_gets_no_prepare() -> None:
+    # Review finding: before its NEW-VIEW the primary of view 1 sent p1@1 and p2@2
+    # (on p1); the NEW-VIEW proposes q1@1 instead. p2 no longer chains to the
+    # block accepted at 1 in view 1, so it is judged again and not PREPAREd.
+    p1, p2 = chain(2, view=1, time=60, txs_from=700)
+    q1 = chain(1, view=1, time=80, txs_from=900)[0]
+    r = preplica(2)
+    _recv(r, 1, _proposal(p1, 1))
+    _recv(r, 1, _proposal(p2, 1))
+    nvp = signed(Proposal(KEYS[1].public_key, 1, 1, q1), KEYS[1])
+    nv = signed(NewView(KEYS[1].public_key, 1, (_vc(1), _vc(2), _vc(3)), nvp), KEYS[1])
+    effects = _recv(r, 1, nv.encode())
+    assert [(m.height, m.block_hash) for m in _sent(effects, Prepare)] == [(1, q1.hash)]
+
+
 def test_a_new_view_with_w_maximal_blocks_per_view_change_encodes_within_the_message_bound() -> None:
     from consensus.replica import MAX_HEADER_BYTES, block_bytes
     from ledger.types import Tx
