@@ -55,7 +55,7 @@ class TransactionsVerified:
 class BlockExecuted:
     """The driver executed committed block `height`.
 
-    `app_hash` / `receipts_root` go into header `height + 1`.
+    `app_hash` / `receipts_root` go into header `height + L` (`results_lag`).
     `validator_update`, when set, is a new validator set produced by a
     governance transaction in this block; it takes effect after the next
     checkpoint boundary (see `consensus.replica`).

@@ -25,9 +25,13 @@ epoch-change proofs):
    both. Both certificates are kept as `ForkEvidence` and the client halts:
    every later call raises `ForkDetected` (it stops serving data).
 5. Data proofs against a header this client verified: a transaction in
-   `tx_root`, a receipt of block h in `receipts_root` of header h+1, a state
-   value or its absence in `app_hash` of header h (the state after block h-1),
-   an older header in `history_root`.
+   `tx_root`, a receipt of block h in `receipts_root` of header h+L, a state
+   value or its absence in `app_hash` of header h (the state after block h-L),
+   an older header in `history_root`. L is the chain's results lag (genesis
+   `consensus_params.results_lag`, 1 unless the chain pipelines): part of the
+   root of trust, given to `from_genesis` / `from_waypoint`; with it,
+   `verify_state(..., version=v)` / `verify_receipt(..., block_height=h)`
+   also check that the header is the one carrying those results.
 
 Rules this module keeps:
 - Pure: the time enters as `now_ms`; no clock, I/O, threads or randomness.
@@ -62,6 +66,17 @@ MAX_STORED_HEADERS = 1024  # verified headers kept for data proofs and cross-che
 MAX_UPDATES = 1024  # headers in one epoch-change proof
 MAX_TIME_MS = 2**64 - 1
 MAX_CHAIN_ID_LENGTH = 64
+MAX_RESULTS_LAG = 64  # sanity bound; node genesis allows at most 8 (node.config.MAX_RESULTS_LAG)
+
+
+def results_header_height(version: int, results_lag: int) -> int:
+    """The header carrying the results of block `version`: version + L (≥ 1)."""
+    return version + results_lag
+
+
+def results_version(header_height: int, results_lag: int) -> int:
+    """The block whose results header `header_height` carries (0: genesis)."""
+    return max(0, header_height - results_lag)
 
 
 # ------------------------------------------------------------------ errors
@@ -286,10 +301,11 @@ class LightClient:
     """A light client over one chain. Handlers verify and raise; they never
     mutate on invalid input (a proven fork halts the client)."""
 
-    def __init__(self, trusted: TrustedState, options: TrustOptions | None = None) -> None:
+    def __init__(self, trusted: TrustedState, options: TrustOptions | None = None, results_lag: int = 1) -> None:
         options = TrustOptions() if options is None else options
         if not isinstance(trusted, TrustedState) or not isinstance(options, TrustOptions):
             raise MalformedInput("a light client needs a TrustedState and TrustOptions")
+        self._results_lag = _check_int(results_lag, "results lag", 1, MAX_RESULTS_LAG)
         self._trusted = trusted
         self._options = options
         self._stored: dict[int, VerifiedHeader] = {}
@@ -299,9 +315,11 @@ class LightClient:
 
     @classmethod
     def from_genesis(
-        cls, chain_id: Any, validators: Any, genesis_time_ms: Any, options: TrustOptions | None = None
+        cls, chain_id: Any, validators: Any, genesis_time_ms: Any, options: TrustOptions | None = None,
+        results_lag: int = 1,
     ) -> "LightClient":
-        """Trust `validators` as the set of height 1 on `chain_id`.
+        """Trust `validators` as the set of height 1 on `chain_id`, whose headers
+        carry the results of the block `results_lag` (L) below them.
 
         Raises MalformedInput on a malformed argument.
         """
@@ -309,7 +327,7 @@ class LightClient:
         vset = _as_validator_set(validators)
         time_ms = _check_int(genesis_time_ms, "genesis time", 0, MAX_TIME_MS)
         trusted = TrustedState(chain, 0, None, time_ms, vset, 0, merkle.EMPTY_ROOT)
-        return cls(trusted, options)
+        return cls(trusted, options, results_lag)
 
     @classmethod
     def from_waypoint(
@@ -320,10 +338,13 @@ class LightClient:
         validators: Any,
         next_validators: Any = None,
         options: TrustOptions | None = None,
+        results_lag: int = 1,
     ) -> "LightClient":
         """Trust the header a waypoint names, with the set that signed it.
 
         `next_validators` is needed only when the header hands over to a new set.
+        `results_lag` (L): the chain's genesis constant; a header does not
+        carry it, so it must come from the same out-of-band source as the waypoint.
         Raises MalformedInput, UntrustedHeader or UnknownValidatorSet.
         """
         chain = _as_chain_id(chain_id)
@@ -344,11 +365,22 @@ class LightClient:
         trusted = TrustedState(
             chain, head.height, head.hash, head.time, following, head.history_size, head.history_root
         )
-        client = cls(trusted, options)
+        client = cls(trusted, options, results_lag)
         client._remember(VerifiedHeader(head, None, vset))
         return client
 
     # ---------------------------------------------------------- inspection
+
+    @property
+    def results_lag(self) -> int:
+        """L: header h carries the results (app_hash, receipts_root) of block h − L."""
+        return self._results_lag
+
+    def results_header_height(self, version: int) -> int:
+        """The height of the header carrying the results of block `version`
+        (its state and receipts): version + L. Version 0 (genesis state) is
+        carried by headers 1 … L; this returns L."""
+        return results_header_height(version, self._results_lag)
 
     @property
     def trusted(self) -> TrustedState:
@@ -506,16 +538,23 @@ class LightClient:
             raise MalformedInput("the proven leaf is not a transaction: %s" % exc) from exc
 
     def verify_receipt(
-        self, header_of_next_block: Any, receipt_bytes: Any, index: Any, size: Any, proof: Any, tx_hash: Any = None
+        self, header_of_next_block: Any, receipt_bytes: Any, index: Any, size: Any, proof: Any, tx_hash: Any = None,
+        block_height: Any = None,
     ) -> None:
-        """Check a receipt of block h against `receipts_root` of verified header h+1.
+        """Check a receipt of block h against `receipts_root` of verified header h+L.
 
         With `tx_hash`, also check that the receipt is for that transaction
         (its first field), which pins it regardless of the claimed index.
+        With `block_height` (h), also check that the header is h + L.
         Raises MalformedInput, UntrustedHeader, InvalidProof or ForkDetected.
         """
         self._check_running()
         head = self._require_verified(_as_header(header_of_next_block))
+        if block_height is not None:
+            block = _check_int(block_height, "block height", 1, MAX_TIME_MS)
+            if head.height != block + self._results_lag:
+                raise InvalidProof("header %d does not carry the receipts of block %d (results lag %d: header %d)"
+                                   % (head.height, block, self._results_lag, block + self._results_lag))
         data = _as_bytes(receipt_bytes, "receipt", codec.MAX_MESSAGE_BYTES)
         expected = None if tx_hash is None else _check_hash(tx_hash, "tx hash")
         _check_inclusion(data, index, size, proof, head.receipts_root, "receipt")
@@ -527,15 +566,22 @@ class LightClient:
             if not isinstance(wire, list) or not wire or wire[0] != expected:
                 raise InvalidProof("the proven receipt is for another transaction")
 
-    def verify_state(self, header: Any, key: Any, value: Any, proof: Any) -> None:
+    def verify_state(self, header: Any, key: Any, value: Any, proof: Any, version: Any = None) -> None:
         """Check that `key` holds `value` (None: is absent) in the state after
-        block h-1, which verified header h commits to in `app_hash`.
+        block h-L, which verified header h commits to in `app_hash`.
 
+        With `version` (v), also check that header h carries the state after
+        block v: h = v + L (v = 0, genesis state: 1 ≤ h ≤ L).
         `proof` is a `ledger.state.StateProof`, its wire map or its bytes.
         Raises MalformedInput, UntrustedHeader, InvalidProof or ForkDetected.
         """
         self._check_running()
         head = self._require_verified(_as_header(header))
+        if version is not None:
+            v = _check_int(version, "state version", 0, MAX_TIME_MS)
+            if results_version(head.height, self._results_lag) != v:
+                raise InvalidProof("header %d does not commit the state after block %d (results lag %d: header %d)"
+                                   % (head.height, v, self._results_lag, results_header_height(v, self._results_lag)))
         if not isinstance(key, bytes):
             raise MalformedInput("a state key is bytes")
         if value is not None and not isinstance(value, bytes):

@@ -15,15 +15,18 @@ What a package holds (JSON, bytes as lowercase hex, format `careledger-audit/v1`
 - `anchor`: the tip header T at export time with its certificate and the
   history proof from the last epoch-change header (or genesis) to it;
   verified by `ledger.light.LightClient` with the set then in force;
-- `blocks`: header s (the block holding the `settlement_submit` tx) and
-  header s+1 (whose `receipts_root` holds its receipt), each with its
-  certificate and its inclusion proof in T's `history_root`;
-- `tx`, `receipt`: the settlement tx in s's `tx_root`, its receipt in s+1's
+- `blocks`: header s (the block holding the `settlement_submit` tx),
+  header s+L (whose `receipts_root` holds its receipt and whose `app_hash`
+  the state after s) and, when L > 1, header s+L−1 (the state before s),
+  each with its certificate and its inclusion proof in T's `history_root`.
+  L is the chain's results lag (genesis `consensus_params.results_lag`, 1
+  unless the chain pipelines: then the package has the two blocks s, s+1);
+- `tx`, `receipt`: the settlement tx in s's `tx_root`, its receipt in s+L's
   `receipts_root` (pinned to the tx hash);
 - `states`: JMT proofs at the versions the settlement used: the settlement
   record (and the interim one it trued up) after block s, against header
-  s+1; the program parameters record and every input record referenced by the
-  settlement (`references` / `*_ref`) before block s, against header s —
+  s+L; the program parameters record and every input record referenced by the
+  settlement (`references` / `*_ref`) before block s, against header s+L−1 —
   each reference's hash must equal the SHA-256 of the proven record.
 
 Verification then re-runs `contracts.payments.mssp.settle` on the proven
@@ -147,17 +150,19 @@ def export_package(client: Any, program_id: str, stage: str | None = None) -> di
     if not isinstance(settlement, dict):
         raise AuditError("program %s has no %s settlement" % (program_id, stage or "final or interim"))
     height = int(settlement["height"])
+    genesis = _get(client, "/genesis")
+    from node.config import genesis_from_json
+
+    genesis_doc = genesis_from_json(genesis)
+    lag = genesis_doc.consensus_params.results_lag  # the verifier checks it against its own genesis
     tx_hash = _find_settlement_tx(client, height, program_id, settlement["stage"])
     tx_answer = _get(client, "/tx/%s?prove=true" % tx_hash.hex())
     proof = (tx_answer or {}).get("proof")
     if not proof or not proof.get("receipt"):
-        raise AuditError("the receipt of block %d is not certified yet (wait for block %d)" % (height, height + 1))
+        raise AuditError("the receipt of block %d is not certified yet (wait for block %d)" % (height, height + lag))
     tip = int(_get(client, "/status")["height"])
     anchor = _get(client, "/commit/%d" % tip)
-    genesis = _get(client, "/genesis")
-    from node.config import genesis_from_json
-
-    validators = genesis_from_json(genesis).validator_set()
+    validators = genesis_doc.validator_set()
     from node.observer import fetched_history_proof
 
     def fetch(path: str) -> Any:
@@ -170,9 +175,15 @@ def export_package(client: Any, program_id: str, stage: str | None = None) -> di
     last_change = changes[-1]["height"] if changes else 0
     anchor_history = (fetched_history_proof(fetch, last_change, tip).encode().hex()
                       if tip > last_change else None)
+    cited = [(height, proof["header"], proof["certificate"]),
+             (height + lag, proof["receipt"]["header"], proof["receipt"]["certificate"])]
+    if lag > 1:  # header s+L−1 carries the state before s (with L = 1 that is header s itself)
+        before = _get(client, "/commit/%d" % (height + lag - 1))
+        if before is None:
+            raise AuditError("the node cannot serve header %d" % (height + lag - 1))
+        cited.insert(1, (height + lag - 1, before["encoded_header"], before["encoded_certificate"]))
     blocks = []
-    for block_height, header_hex, cert_hex in ((height, proof["header"], proof["certificate"]),
-                                               (height + 1, proof["receipt"]["header"], proof["receipt"]["certificate"])):
+    for block_height, header_hex, cert_hex in cited:
         inclusion: list[str] = []
         if block_height < tip:
             inclusion = _get(client, "/history/inclusion?height=%d&size=%d" % (block_height, tip - 1))["proof"]
@@ -257,13 +268,17 @@ def _int(value: Any, what: str) -> int:
     return value
 
 
-def verify_package(package: Any, genesis: Any = None, waypoint: str | None = None) -> AuditReport:
+def verify_package(package: Any, genesis: Any = None, waypoint: str | None = None,
+                   results_lag: int | None = None) -> AuditReport:
     """Check `package` against `genesis` (a node.config.Genesis; default: the one in the
     package, which only proves self-consistency) or against a waypoint naming its
-    anchor header. Returns the report; raises AuditError saying what failed.
+    anchor header. `results_lag` (L: header v+L carries the state after v and
+    block v's receipts) defaults to the genesis's `consensus_params.results_lag`;
+    with a waypoint and the package's own genesis, pass it (a root-of-trust fact).
+    Returns the report; raises AuditError saying what failed.
     """
     try:
-        return _verify(package, genesis, waypoint)
+        return _verify(package, genesis, waypoint, results_lag)
     except AuditError:
         raise
     except LightClientError as exc:
@@ -272,7 +287,7 @@ def verify_package(package: Any, genesis: Any = None, waypoint: str | None = Non
         raise AuditError("malformed package (%s): %s" % (type(exc).__name__, exc)) from exc
 
 
-def _verify(package: Any, genesis: Any, waypoint: str | None) -> AuditReport:
+def _verify(package: Any, genesis: Any, waypoint: str | None, results_lag: int | None = None) -> AuditReport:
     from contracts.payments import mssp
     from contracts.payments.programs import (
         _inputs_from_echo, make_settlement_id, mssp_parameters_of, program_key, settlement_key, to_wire,
@@ -286,6 +301,7 @@ def _verify(package: Any, genesis: Any, waypoint: str | None) -> AuditReport:
         genesis = genesis_from_json(package["genesis"])
         trusted_from = "the genesis inside the package (pass --genesis to pin it)"
     chain_id = genesis.chain_id
+    lag = genesis.consensus_params.results_lag if results_lag is None else results_lag
     if package.get("chain_id") != chain_id:
         raise AuditError("package is for chain %r, genesis is %r" % (package.get("chain_id"), chain_id))
     validators = genesis.validator_set()
@@ -316,11 +332,11 @@ def _verify(package: Any, genesis: Any, waypoint: str | None) -> AuditReport:
             raise AuditError("the package holds no validator set matching the anchor's validators_hash")
         next_set = sets.get(anchor.next_validators_hash)
         client = LightClient.from_waypoint(chain_id, Waypoint.parse(waypoint), anchor, anchor_set,
-                                           next_set, options=options)
+                                           next_set, options=options, results_lag=lag)
         anchor_cert.verify(chain_id, anchor_set, anchor.hash, anchor.height)
         trusted_from = "waypoint %s" % waypoint
     else:
-        client = LightClient.from_genesis(chain_id, validators, genesis.genesis_time_ms, options)
+        client = LightClient.from_genesis(chain_id, validators, genesis.genesis_time_ms, options, lag)
         if changes:
             # each hand-over certified by the outgoing set, in order (all or nothing)
             if changes[-1].header.height > anchor.height:
@@ -353,11 +369,17 @@ def _verify(package: Any, genesis: Any, waypoint: str | None) -> AuditReport:
         except LedgerError as exc:
             raise AuditError("certificate of header %d: %s" % (header.height, exc)) from exc
         headers[header.height] = header
-    if len(package["blocks"]) != 2:
-        raise AuditError("a package carries exactly two blocks: the settlement's and the next")
+    expected_blocks = 2 if lag == 1 else 3
+    if len(package["blocks"]) != expected_blocks:
+        raise AuditError("a package carries exactly %d blocks: the settlement's s and headers s+L-1, s+L "
+                         "(results lag L = %d)" % (expected_blocks, lag) if lag > 1 else
+                         "a package carries exactly two blocks: the settlement's and the next")
     settled_at = Header.decode(_hex(package["blocks"][0]["header"], "block header")).height
-    if settled_at + 1 not in headers:
-        raise AuditError("the package lacks header %d (it certifies the settlement's receipt)" % (settled_at + 1))
+    receipt_at = client.results_header_height(settled_at)  # s + L
+    for needed in (receipt_at - 1, receipt_at):
+        if needed not in headers:
+            raise AuditError("the package lacks header %d (it certifies the settlement's %s; results lag %d)"
+                             % (needed, "receipt" if needed == receipt_at else "inputs", lag))
 
     part = package["tx"]
     tx = client.verify_tx_inclusion(headers[settled_at], _hex(part["tx"], "tx"), _int(part["index"], "tx index"),
@@ -368,8 +390,9 @@ def _verify(package: Any, genesis: Any, waypoint: str | None) -> AuditReport:
         raise AuditError("the proven transaction is not the settlement of program %s" % program_id)
     part = package["receipt"]
     receipt_bytes = _hex(part["receipt"], "receipt")
-    client.verify_receipt(headers[settled_at + 1], receipt_bytes, _int(part["index"], "receipt index"),
-                          _int(part["size"], "receipt count"), _hashes(part["proof"], "receipt proof"), tx.hash)
+    client.verify_receipt(headers[receipt_at], receipt_bytes, _int(part["index"], "receipt index"),
+                          _int(part["size"], "receipt count"), _hashes(part["proof"], "receipt proof"), tx.hash,
+                          block_height=settled_at)
     receipt = codec.decode(receipt_bytes)
     if receipt[1] is not True:
         raise AuditError("the settlement transaction failed on the ledger: %s %s" % (receipt[2], receipt[3]))
@@ -377,14 +400,16 @@ def _verify(package: Any, genesis: Any, waypoint: str | None) -> AuditReport:
     proven: dict[tuple[str, int], bytes | None] = {}
     for index, state in enumerate(package["states"]):
         version = _int(state["version"], "state version")
-        if version + 1 not in headers:
+        carrier = client.results_header_height(version)  # version + L
+        if carrier not in headers:
             raise AuditError("state %d is proven at version %d, but header %d is not in the package"
-                             % (index, version, version + 1))
+                             % (index, version, carrier))
         value = None if state["value"] is None else _hex(state["value"], "state value")
         key = state["key"]
         if not isinstance(key, str):
             raise AuditError("state %d: key must be text" % index)
-        client.verify_state(headers[version + 1], key.encode(), value, _hex(state["proof"], "state proof"))
+        client.verify_state(headers[carrier], key.encode(), value, _hex(state["proof"], "state proof"),
+                            version=version)
         proven[(key, version)] = value
 
     def record(key: bytes, version: int, what: str) -> Any:

@@ -5,17 +5,17 @@ explicit (no type-hint magic as in typer, which is itself click underneath).
 
     careledger version
     careledger init --home DIR [--moniker M] [--chain-id C]
-    careledger testnet --v 4 [--o DIR] [--observers M] [--chain-id C] [--starting-port P] [--demo]
+    careledger testnet --v 4 [--o DIR] [--observers M] [--chain-id C] [--starting-port P] [--demo] [--pipeline W]
     careledger start --home DIR            # validator (role from config.toml)
     careledger observe --home DIR          # same node, forced read-only observer
     careledger show-node-id --home DIR     # p2p key hex (what persistent_peers use)
     careledger show-validator --home DIR   # consensus key as JSON
     careledger keys add NAME --home DIR | keys list --home DIR
     careledger tx --node URL --key FILE --type T --body JSON [--nonce N] [--wait]
-    careledger query --node URL KEY [--prove] [--genesis FILE | --waypoint H:HASH]
+    careledger query --node URL KEY [--prove] [--genesis FILE | --waypoint H:HASH [--results-lag L]]
     careledger query --node URL --tx HASH [--prove] [--genesis FILE]
     careledger audit export --node URL --program ID --out FILE
-    careledger audit verify FILE [--genesis FILE | --waypoint H:HASH]
+    careledger audit verify FILE [--genesis FILE | --waypoint H:HASH] [--results-lag L]
     careledger unsafe-reset-all --home DIR
 
 Exit codes: 0 success, 1 a failed operation (rejected tx, failed proof,
@@ -40,8 +40,8 @@ from ledger.crypto import PrivateKey
 from ledger.errors import LedgerError
 from ledger.types import Tx
 from node.config import (
-    DEFAULT_P2P_PORT, AppState, ConfigError, Genesis, GenesisAccount, GenesisObserver,
-    GenesisValidator, InstrumentationSection, NodeConfig, Organisation, P2PSection, RPCSection,
+    DEFAULT_P2P_PORT, MAX_RESULTS_LAG, AppState, ConfigError, ConsensusParams, Genesis, GenesisAccount,
+    GenesisObserver, GenesisValidator, InstrumentationSection, NodeConfig, Organisation, P2PSection, RPCSection,
     load_config, load_genesis, save_config, save_genesis,
 )
 from node.keys import generate_private_key, load_key_file, save_key_file
@@ -175,7 +175,7 @@ def init(home: str, moniker: str, chain_id: str | None) -> None:
 def build_testnet(
     output: str, validators: int, observers: int = 0, chain_id: str | None = None,
     starting_port: int = DEFAULT_P2P_PORT, organisations: int = 3, accounts_per_org: int = 1,
-    balance: int = DEFAULT_BALANCE, host: str = "127.0.0.1", demo: bool = False,
+    balance: int = DEFAULT_BALANCE, host: str = "127.0.0.1", demo: bool = False, pipeline: int = 1,
 ) -> tuple[Genesis, list[NodeConfig]]:
     """Write a whole loopback testnet under `output` and return its genesis and configs.
 
@@ -185,7 +185,8 @@ def build_testnet(
     Organisations: `organisations` generic ones (org<i>, kinds payer/provider/
     auditor round-robin, `accounts_per_org` non-admin accounts each) or, with
     `demo`, `DEMO_ORGANISATIONS` (one admin account each; the regulator does
-    not vote). Every account is funded with `balance`.
+    not vote). Every account is funded with `balance`. `pipeline` W > 1: a
+    pipelined chain, genesis `results_lag` = `max_in_flight` = W.
     Raises ConfigError on bad arguments.
     """
     if validators < 1 or observers < 0 or organisations < 1 or accounts_per_org < 1:
@@ -250,6 +251,7 @@ def build_testnet(
     genesis = Genesis(
         chain_id=chain_id, genesis_time_ms=_now_ms(), validators=genesis_validators,
         observers=genesis_observers,
+        consensus_params=ConsensusParams(results_lag=pipeline, max_in_flight=pipeline),
         app_state=AppState(tuple(orgs), tuple(accounts), tuple(sorted(balances))))
 
     peers = [str(v.peer) for v in genesis_validators]
@@ -279,12 +281,15 @@ def build_testnet(
               help="The demonstration's organisations instead: payer-a, payer-b, pcp-group, hospital, "
                    "therapy-clinic, auditor, regulator, each with a funded admin account "
                    "(accounts/<org>-<kind>.json); --organisations/--accounts-per-org are ignored.")
+@click.option("--pipeline", "pipeline", type=click.IntRange(1, MAX_RESULTS_LAG), default=1, show_default=True,
+              metavar="W", help="Pipelined chain: W heights in flight, headers carry the results of h − W "
+                                "(genesis results_lag = max_in_flight = W; 1 = unpipelined).")
 def testnet(validators: int, output: str, observers: int, chain_id: str | None, starting_port: int,
-            organisations: int, accounts_per_org: int, demo: bool) -> None:
+            organisations: int, accounts_per_org: int, demo: bool, pipeline: int = 1) -> None:
     """Write a loopback testnet: N validators, M observers, funded demo accounts."""
     try:
         genesis, configs = build_testnet(output, validators, observers, chain_id, starting_port,
-                                         organisations, accounts_per_org, demo=demo)
+                                         organisations, accounts_per_org, demo=demo, pipeline=pipeline)
     except ConfigError as exc:
         _fail(str(exc), 2)
         return
@@ -561,13 +566,16 @@ def genesis_light_client(genesis: Genesis) -> Any:
     """A `ledger.light.LightClient` whose root of trust is `genesis`."""
     from ledger.light import LightClient
 
-    return LightClient.from_genesis(genesis.chain_id, genesis.validator_set(), genesis.genesis_time_ms)
+    return LightClient.from_genesis(genesis.chain_id, genesis.validator_set(), genesis.genesis_time_ms,
+                                    results_lag=genesis.consensus_params.results_lag)
 
 
-def waypoint_light_client(client: Any, waypoint: Any) -> Any:
+def waypoint_light_client(client: Any, waypoint: Any, results_lag: int = 1) -> Any:
     """A `ledger.light.LightClient` whose root of trust is `waypoint` (a
     `ledger.light.Waypoint`): the certified header it names, for a chain whose
-    genesis is older than the trusting period.
+    genesis is older than the trusting period. `results_lag` (L, the chain's
+    genesis `consensus_params.results_lag`) is part of that root of trust: a
+    header does not carry it, so it comes from the caller, never the node.
 
     The node behind `client` serves header H (`/commit/H`) and the validator
     sets that may have signed it: genesis's and each set handed over to up to
@@ -597,7 +605,7 @@ def waypoint_light_client(client: Any, waypoint: Any) -> Any:
     sets = {vset.hash: vset for vset in offered}
     signers = sets.get(header.validators_hash, offered[0])  # a set that does not match is refused just below
     light = LightClient.from_waypoint(header.chain_id, waypoint, header, signers,
-                                      sets.get(header.next_validators_hash))
+                                      sets.get(header.next_validators_hash), results_lag=results_lag)
     certificate.verify(header.chain_id, signers, header.hash, header.height)
     return light
 
@@ -612,13 +620,16 @@ def verify_state_answer(answer: dict[str, Any], key: bytes, light: Any, client: 
     hand-over certified by the outgoing set) and verifies the header with the
     set then in force (with the history proofs from the node); a header below
     a waypoint is proven by its inclusion in the waypoint header's history.
-    Then the proof must lead from (key, value) to the header's app_hash.
+    The header must be the one carrying the state after `height`: height + L
+    (L = `light.results_lag`; the genesis state: 1..L). Then the proof must
+    lead from (key, value) to the header's app_hash.
     `now_ms` defaults to `node.observer.wall_clock_ms()` (tests replace it).
     Raises LedgerError (a LightClientError says which check failed; Expired:
     the root of trust is older than the trusting period) or
     ValueError/KeyError for a malformed answer, or node.observer.QueryError
     when the node cannot serve what is needed.
     """
+    from ledger.light import results_header_height, results_version
     from ledger.types import Header
     from node.observer import _fetch, verify_cited_header, wall_clock_ms
 
@@ -630,27 +641,52 @@ def verify_state_answer(answer: dict[str, Any], key: bytes, light: Any, client: 
     chain_id = light.trusted.chain_id
     if header.chain_id != chain_id:
         raise ValueError("header is for chain %s, the trusted root is chain %s" % (header.chain_id, chain_id))
-    if header.height != height + 1:
-        raise ValueError("header %d does not commit the state after height %d" % (header.height, height))
+    if results_version(header.height, light.results_lag) != height:
+        raise ValueError("header %d does not commit the state after height %d (results lag %d: header %d)"
+                         % (header.height, height, light.results_lag, results_header_height(height, light.results_lag)))
     now = wall_clock_ms() if now_ms is None else now_ms
     verified = verify_cited_header(light, lambda path: _fetch(client, path), header,
                                    bytes.fromhex(answer["certificate"]), now)
-    light.verify_state(verified, key, value, bytes.fromhex(answer["proof"]))
+    light.verify_state(verified, key, value, bytes.fromhex(answer["proof"]), version=height)
     return height
 
 
-def _trusted_light_client(client: Any, genesis_file: str | None, waypoint: Any, home: str) -> Any:
+def _trusted_light_client(client: Any, genesis_file: str | None, waypoint: Any, home: str,
+                          results_lag: int | None = None) -> Any:
     """The light client for --prove: from `waypoint` when given (exits 1 when the
-    node cannot show that header with a quorum), else from the trusted genesis."""
+    node cannot show that header with a quorum), else from the trusted genesis
+    (which also gives the results lag L)."""
     from node.observer import QueryError
 
     if waypoint is None:
         return genesis_light_client(_trusted_genesis(client, genesis_file, home))
+    lag = _waypoint_results_lag(client, home, results_lag)
     try:
-        return waypoint_light_client(client, waypoint)
+        return waypoint_light_client(client, waypoint, lag)
     except (LedgerError, QueryError, ValueError, KeyError, TypeError, IndexError) as exc:
         _fail("waypoint %s NOT trusted: %s" % (waypoint, _why_not_verified(exc)))
         raise  # not reached: _fail exits
+
+
+def _waypoint_results_lag(client: Any, home: str, given: int | None) -> int:
+    """L for a waypoint light client: --results-lag, else HOME's genesis.json
+    (a local, trusted copy), else the node's genesis with a warning (a wrong L
+    would pair a state version with the wrong header: pin it)."""
+    if given is not None:
+        return given
+    local = os.path.join(_home(home), "config", "genesis.json")
+    if os.path.exists(local):
+        try:
+            return load_genesis(local).consensus_params.results_lag
+        except ConfigError as exc:
+            _fail(str(exc), 2)
+    from node.config import genesis_from_json
+
+    lag = genesis_from_json(_get_json(client, "/genesis")).consensus_params.results_lag
+    if lag != 1:
+        click.echo("warning: results lag %d taken from the node's genesis; pass --results-lag to pin it" % lag,
+                   err=True)
+    return lag
 
 
 def _why_not_verified(exc: Exception) -> str:
@@ -686,9 +722,12 @@ def _parse_waypoint(text: str | None) -> Any:
 @click.option("--waypoint", "waypoint_text", default=None, metavar="H:HASH",
               help="For --prove, trust the certified header at height H with this hash instead of genesis "
                    "(needed once genesis is older than the light client's two-week trusting period).")
+@click.option("--results-lag", "results_lag", type=click.IntRange(1, 64), default=None, metavar="L",
+              help="With --waypoint: the chain's genesis consensus_params.results_lag (header v+L carries "
+                   "state v; default: HOME's genesis, else the node's, with a warning when it is not 1).")
 @home_option
 def query(node_url: str, key: str | None, key_is_hex: bool, tx_hash: str | None, prove: bool,
-          genesis_file: str | None, waypoint_text: str | None, home: str) -> None:
+          genesis_file: str | None, waypoint_text: str | None, home: str, results_lag: int | None = None) -> None:
     """Print the state value at KEY (decoded) or the transaction --tx HASH, optionally
     verified with a proof against headers a light client checked from genesis or a waypoint."""
     if waypoint_text is not None and genesis_file is not None:
@@ -696,9 +735,11 @@ def query(node_url: str, key: str | None, key_is_hex: bool, tx_hash: str | None,
                                "a genesis file or a recent certified header")
     if waypoint_text is not None and not prove:
         raise click.UsageError("--waypoint is a root of trust for --prove; add --prove")
+    if results_lag is not None and waypoint_text is None:
+        raise click.UsageError("--results-lag goes with --waypoint (a genesis file gives its own)")
     waypoint = _parse_waypoint(waypoint_text)
     if tx_hash is not None:  # [observer] --tx: node/observer.py verifies the answer
-        _query_tx(node_url, tx_hash, prove, genesis_file, waypoint, home)
+        _query_tx(node_url, tx_hash, prove, genesis_file, waypoint, home, results_lag)
         return
     if key is None:
         raise click.UsageError("give a KEY or --tx HASH")
@@ -713,7 +754,7 @@ def query(node_url: str, key: str | None, key_is_hex: bool, tx_hash: str | None,
 
     failures = (LedgerError, QueryError, ValueError, KeyError, TypeError, IndexError)
     with http_client(node_url) as client:
-        light = _trusted_light_client(client, genesis_file, waypoint, home) if prove else None
+        light = _trusted_light_client(client, genesis_file, waypoint, home, results_lag) if prove else None
         answer = _get_json(client, "/state/%s%s" % (raw_key.hex(), "?prove=true" if prove else ""))
         value_hex = answer.get("value")
         if value_hex is None:
@@ -750,7 +791,7 @@ def _trusted_genesis(client: Any, genesis_file: str | None, home: str) -> Genesi
 
 
 def _query_tx(node_url: str, tx_hash: str, prove: bool, genesis_file: str | None, waypoint: Any,
-              home: str) -> None:
+              home: str, results_lag: int | None = None) -> None:
     from node.observer import QueryError, verify_tx_answer
 
     if len(tx_hash) != 64 or any(c not in "0123456789abcdefABCDEF" for c in tx_hash):
@@ -760,7 +801,7 @@ def _query_tx(node_url: str, tx_hash: str, prove: bool, genesis_file: str | None
         if not prove:
             click.echo(json.dumps(answer))
             return
-        light = _trusted_light_client(client, genesis_file, waypoint, home)
+        light = _trusted_light_client(client, genesis_file, waypoint, home, results_lag)
         try:
             proven = verify_tx_answer(client, answer, light)
         except QueryError as exc:
@@ -806,7 +847,11 @@ def audit_export(node_url: str, program_id: str, stage: str | None, out_file: st
 @click.option("--genesis", "genesis_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Trusted genesis.json (default: the package's own, with a warning).")
 @click.option("--waypoint", default=None, help="Trust <height>:<header hash> (the package's anchor) instead.")
-def audit_verify(package_file: str, genesis_file: str | None, waypoint: str | None) -> None:
+@click.option("--results-lag", "results_lag", type=click.IntRange(1, 64), default=None, metavar="L",
+              help="The chain's genesis consensus_params.results_lag (default: the genesis's; pin it with a "
+                   "waypoint and no --genesis).")
+def audit_verify(package_file: str, genesis_file: str | None, waypoint: str | None,
+                 results_lag: int | None = None) -> None:
     """Check a package offline and print the recomputed settlement beside the recorded one."""
     from node.audit import AuditError, load_package, verify_package
 
@@ -819,7 +864,7 @@ def audit_verify(package_file: str, genesis_file: str | None, waypoint: str | No
     else:
         click.echo("warning: trusting the genesis inside the package; pass --genesis to pin it", err=True)
     try:
-        report = verify_package(load_package(package_file), genesis, waypoint)
+        report = verify_package(load_package(package_file), genesis, waypoint, results_lag)
     except AuditError as exc:
         _fail("audit package NOT verified: %s" % exc)
         return

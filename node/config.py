@@ -89,7 +89,8 @@ Genesis JSON (bytes as lowercase hex)::
     {"chain_id": "careledger-test", "genesis_time_ms": 1700000000000,
      "validators": [{"name", "public_key", "node_key", "address": "host:port"}],
      "observers": [{"name", "node_key"}],
-     "consensus_params": {"checkpoint_interval": 16, "max_block_txs": 10000},
+     "consensus_params": {"checkpoint_interval": 16, "max_block_txs": 10000,
+                          "results_lag": 1, "max_in_flight": 1},   # optional, 1 ≤ W ≤ L ≤ 8
      "app_state": {"organisations": [{"id", "name", "kind", "voting"}],
                    "accounts": [{"public_key", "org", "role", "admin"}],
                    "balances": {"<public key hex>": cents},
@@ -543,6 +544,18 @@ class ConsensusParams:
 
     checkpoint_interval: int = 16
     max_block_txs: int = MAX_TXS_PER_BLOCK
+    # pipelining (README "Pipelining"): header h carries the results of block
+    # h − results_lag (L); max_in_flight (W ≤ L) heights are voted at once.
+    # 1 / 1 is the unpipelined chain; left out of genesis.json when 1.
+    results_lag: int = 1
+    max_in_flight: int = 1
+
+    def to_json(self) -> dict[str, int]:
+        out = dataclasses.asdict(self)
+        for name in PIPELINING_PARAMS:
+            if out[name] == 1:  # today's format: a genesis written without them is unchanged
+                del out[name]
+        return out
 
 
 ORG_KINDS = ACCOUNT_ROLES
@@ -657,7 +670,7 @@ class Genesis:
                 for v in self.validators
             ],
             "observers": [{"name": o.name, "node_key": o.node_key.hex()} for o in self.observers],
-            "consensus_params": dataclasses.asdict(self.consensus_params),
+            "consensus_params": self.consensus_params.to_json(),
             "app_state": {
                 "organisations": [{"id": o.id, "name": o.name, "kind": o.kind, "voting": o.voting}
                                   for o in app.organisations],
@@ -761,7 +774,7 @@ def genesis_from_json(data: Any) -> Genesis:
     params_data = data.get("consensus_params", {})
     if not isinstance(params_data, dict):
         raise ConfigError("genesis.consensus_params must be an object")
-    params_data = _refuse_pipelining(params_data)
+    _check_pipelining(params_data)
     try:
         params = _build_section(ConsensusParams, params_data, "genesis.consensus_params")
     except ConfigError as exc:
@@ -865,40 +878,49 @@ def save_genesis(path: str, genesis: Genesis) -> None:
 
 
 PIPELINING_PARAMS = ("results_lag", "max_in_flight")
+MAX_RESULTS_LAG = 8  # L: heights a proof waits for its results header; W ≤ L heights in flight
 
 
-def _refuse_pipelining(params: dict[str, Any]) -> dict[str, Any]:
-    """`results_lag` (L) / `max_in_flight` (W) other than 1 are refused: the
-    consensus core pipelines (`consensus.config.ConsensusConfig`), but the node
-    runtime (executor and driver results lag, light client and proof routes
-    verifying state v against header v + L, observer, audit, query) does not
-    yet. Value 1 (today's format) is accepted and not written back.
-
-    Raises ConfigError."""
+def _check_pipelining(params: dict[str, Any]) -> None:
+    """`results_lag` (L) and `max_in_flight` (W): integers with 1 ≤ W ≤ L ≤
+    MAX_RESULTS_LAG. Raises ConfigError saying which bound failed."""
+    values = {}
     for name in PIPELINING_PARAMS:
-        if name in params:
-            value = params[name]
-            if value != 1 or isinstance(value, bool):
-                raise ConfigError(
-                    "genesis.consensus_params.%s = %r: the node runtime does not support pipelining "
-                    "(results lag L > 1, W heights in flight) yet; only the consensus core and its "
-                    "simulator do (README Known limits). Use 1 or leave it out." % (name, value))
-    return {k: v for k, v in params.items() if k not in PIPELINING_PARAMS}
+        value = params.get(name, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RESULTS_LAG:
+            raise ConfigError("genesis.consensus_params.%s = %r: must be an integer in [1, %d]"
+                              % (name, value, MAX_RESULTS_LAG))
+        values[name] = value
+    if values["max_in_flight"] > values["results_lag"]:
+        raise ConfigError(
+            "genesis.consensus_params: max_in_flight (W=%d) must be <= results_lag (L=%d): a backup checks "
+            "a proposal for committed+W against its own results of committed+W-L, which must be executed"
+            % (values["max_in_flight"], values["results_lag"]))
 
 
 def consensus_settings(config: NodeConfig, genesis: Genesis) -> dict[str, int]:
     """Keyword arguments for `consensus.config.ConsensusConfig` (besides chain
     id, validators, genesis hashes and time): config.toml's `[consensus]` with
-    the genesis's network-wide `checkpoint_interval` winning, and
-    `max_batch_txs` capped by `max_block_txs`."""
+    the genesis's network-wide `checkpoint_interval`, `results_lag` and
+    `max_in_flight` winning, and `max_batch_txs` capped by `max_block_txs`.
+
+    Raises ConfigError when `[storage] keep_recent_versions` is below L + 1:
+    the latest proof route serves state version tip − L."""
     section = config.consensus
+    keep, lag = config.storage.keep_recent_versions, genesis.consensus_params.results_lag
+    if 0 < keep < lag + 1:
+        raise ConfigError("[storage] keep_recent_versions = %d: must be 0 or >= results_lag + 1 = %d (the latest "
+                          "proof route serves state version tip - %d)" % (keep, lag + 1, lag))
     return {
         "max_batch_txs": min(section.max_batch_txs, genesis.consensus_params.max_block_txs),
         "max_block_txs": genesis.consensus_params.max_block_txs,  # judges others' proposals
         "batch_timeout_ms": section.batch_timeout_ms,
         "empty_block_interval_ms": section.empty_block_interval_ms,
-        "pipeline_window": section.pipeline_window,
+        # a message buffer that must hold the W heights in flight
+        "pipeline_window": max(section.pipeline_window, genesis.consensus_params.max_in_flight),
         "checkpoint_interval": genesis.consensus_params.checkpoint_interval,
+        "results_lag": genesis.consensus_params.results_lag,
+        "max_in_flight": genesis.consensus_params.max_in_flight,
         "base_timeout_ms": section.base_timeout_ms,
         "max_timeout_ms": section.max_timeout_ms,
     }

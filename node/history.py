@@ -67,6 +67,11 @@ class HistoryService:
     _block_hash_cache: list[bytes]
     _epoch_change_cache: list[int]
 
+    def _results_lag(self) -> int:
+        """L (genesis results_lag): header h carries block h − L's results."""
+        config = getattr(self, "consensus_config", None)
+        return 1 if config is None else int(config.results_lag)
+
     def block_hashes(self, count: int) -> list[bytes]:
         """Hashes of blocks 1..count. Raises HistoryError beyond the tip.
 
@@ -150,7 +155,8 @@ class HistoryService:
 
     def state_proof(self, key: bytes, version: int) -> dict[str, Any]:
         """The value at `key` in state version `version` (after block `version`)
-        with its proof; header version+1 commits that state in `app_hash`.
+        with its proof; header version+L commits that state in `app_hash` (L =
+        `_results_lag()`, genesis results_lag).
 
         {"key", "version", "value" (hex|None), "proof" (hex)}. Raises HistoryError
         for a version that is not committed yet.
@@ -172,7 +178,8 @@ class HistoryService:
 
         {"height", "index", "size", "tx" (hex), "proof": [hex], "header", "certificate"
         (hex of the encodings), "receipt": {"index", "size", "receipt" (hex), "proof",
-        "header", "certificate", "header_height"} or None until block height+1 exists}.
+        "header", "certificate", "header_height"} or None until block height+L exists
+        (L: genesis results_lag; header h+L carries block h's receipts_root)}.
         """
         location = self.store.tx_location(tx_hash)
         if location is None:
@@ -187,7 +194,8 @@ class HistoryService:
             "proof": [p.hex() for p in merkle.inclusion_proof(leaves, index)],
             "header": block.header.encode().hex(), "certificate": cert.hex(), "receipt": None,
         }
-        following, following_cert = self.store.block(height + 1), self.store.certificate_bytes(height + 1)
+        carrier = height + self._results_lag()
+        following, following_cert = self.store.block(carrier), self.store.certificate_bytes(carrier)
         receipts = self.store.receipts(height)
         if following is not None and following_cert is not None and receipts and index < len(receipts):
             encoded = [r.encode() for r in receipts]
@@ -195,6 +203,6 @@ class HistoryService:
                 "index": index, "size": len(encoded), "receipt": encoded[index].hex(),
                 "proof": [p.hex() for p in merkle.inclusion_proof(encoded, index)],
                 "header": following.header.encode().hex(), "certificate": following_cert.hex(),
-                "header_height": height + 1,
+                "header_height": carrier,
             }
         return out

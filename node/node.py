@@ -220,7 +220,8 @@ class NodeRuntime(HistoryService):  # [observer] HistoryService: proof methods (
             self.replica = Replica(
                 self.consensus_config, keys.validator_key or keys.node_key,
                 restored=load_guard_state(self.guard_path) if self._guarded else None,
-                last_commit=self.store.chain_tip(k, checkpoint_interval=k),
+                last_commit=self.store.chain_tip(k, checkpoint_interval=k,
+                                                 results_lag=self.consensus_config.results_lag),
                 verifier=self.verified_signatures.verifier,
             )
         except BaseException:
@@ -407,26 +408,31 @@ class NodeRuntime(HistoryService):  # [observer] HistoryService: proof methods (
     def state(self, key: bytes, prove: bool, height: int | None = None) -> dict[str, Any]:
         """The value at the latest certified state version (or version `height`).
 
-        State after block v is committed by header v+1 (its app_hash), so with
-        tip H the answer is at version H-1, with header H and its certificate
-        (at H = 0: genesis state, no certified header yet). A requested version
-        must be certified (<= H-1) and not pruned (`[storage]
-        keep_recent_versions`); raises StateUnavailable ("not_found", "pruned").
+        State after block v is committed by header v+L (its app_hash; L =
+        genesis `results_lag`, 1 unless the chain pipelines), so with tip H
+        the answer is at version H-L, with header H and its certificate (at
+        H = 0: genesis state, no certified header yet; for H < L the genesis
+        state, which headers 1..L carry). A requested version must be
+        certified (<= H-L) and not pruned (`[storage] keep_recent_versions`);
+        raises StateUnavailable ("not_found", "pruned").
         """
         tip = self.store.height
+        lag = self.consensus_config.results_lag
+        certified = max(0, tip - lag)
         if height is None:
-            version = max(0, tip - 1)
+            version = certified
         else:
             version = height
-            if version > max(0, tip - 1):
-                raise StateUnavailable("not_found", "state version %d is not certified yet (tip %d: versions "
-                                       "up to %d)" % (version, tip, max(0, tip - 1)))
+            if version > certified:
+                raise StateUnavailable("not_found", "state version %d is not certified yet (tip %d, results lag %d: "
+                                       "versions up to %d)" % (version, tip, lag, certified))
             oldest = self.executor.tree.oldest_version()
             if oldest is not None and version < oldest:
                 raise StateUnavailable("pruned", "state version %d is pruned: this node keeps the last %d "
                                        "versions ([storage] keep_recent_versions), oldest %d; ask an archive "
                                        "node" % (version, self.config.storage.keep_recent_versions, oldest), oldest)
-        height = version + 1 if tip >= 1 else 0
+        # the header carrying version v's results: v + L (genesis state: header min(L, tip))
+        height = 0 if tip < 1 else (version + lag if version >= 1 else min(lag, tip))
         value = self.executor.tree.get(key, version)
         out: dict[str, Any] = {"key": key.hex(), "value": None if value is None else value.hex(), "height": version}
         if prove:

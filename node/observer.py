@@ -5,9 +5,10 @@ regulator should not have to trust that sync code or its peers. So
 `LightObserver` runs `ledger.light.LightClient`, trusted from genesis, over
 every committed block: header, certificate (a quorum of the set in force),
 history consistency with the previous trusted head, every transaction's
-inclusion in `tx_root`, and every receipt of the previous block in
-`receipts_root`. `verified_height` is the last height that passed; figures
-the explorer shows are marked verified only when they rest on verified data.
+inclusion in `tx_root`, and every receipt of block h − L in header h's
+`receipts_root` (L: genesis results_lag, 1 unless the chain pipelines).
+`verified_height` is the last height that passed; figures the explorer shows
+are marked verified only when they rest on verified data.
 
 A failed check stops verification (the node keeps serving, marked
 unverified) and is reported on `/verified`; two certified headers for one
@@ -51,8 +52,9 @@ class LightObserver:
         genesis = runtime.genesis_doc
         self.runtime = runtime
         self.clock = clock
+        self.results_lag = genesis.consensus_params.results_lag  # from this node's own (trusted) genesis
         self.client = LightClient.from_genesis(genesis.chain_id, genesis.validator_set(),
-                                               genesis.genesis_time_ms, options)
+                                               genesis.genesis_time_ms, options, self.results_lag)
         self.failure: dict[str, Any] | None = None
         self.verified_txs = 0
         self.verified_receipts = 0
@@ -83,7 +85,7 @@ class LightObserver:
         self._export_metrics()
 
     def verify_block(self, block: Block, certificate: CommitCertificate) -> bool:
-        """Verify one block's header, transactions and the previous block's receipts.
+        """Verify one block's header, transactions and block h − L's receipts.
 
         Returns whether it passed; a failure is recorded (never raised).
         """
@@ -93,13 +95,14 @@ class LightObserver:
             proof = history_proof(self.runtime.block_hashes(height - 1), trusted.height, height)
             header = block.header
             leaves = [tx.encode() for tx in block.txs]
-            receipts = [r.encode() for r in (self.runtime.store.receipts(height - 1) or [])] if height > 1 else []
+            lagged = height - self.results_lag  # header h carries block h − L's receipts_root
+            receipts = [r.encode() for r in (self.runtime.store.receipts(lagged) or [])] if lagged >= 1 else []
             # whole-block checks first, so a header is never trusted with contents that fail
             if merkle.root(leaves) != header.tx_root:
                 raise LightClientError("transaction inclusion: the block's transactions do not match tx_root")
-            if height > 1 and merkle.root(receipts) != header.receipts_root:
+            if lagged >= 1 and merkle.root(receipts) != header.receipts_root:
                 raise LightClientError("receipt inclusion: block %d's receipts do not match receipts_root"
-                                       % (height - 1))
+                                       % lagged)
             next_set = None
             if header.next_validators_hash != header.validators_hash:
                 next_set = self.runtime.replica.validators_for(height + 1)
@@ -108,10 +111,10 @@ class LightObserver:
                 self.client.verify_tx_inclusion(header, leaf, index, len(leaves),
                                                 merkle.inclusion_proof(leaves, index))
             self.verified_txs += len(leaves)
-            if height > 1:
+            if lagged >= 1:
                 for index, leaf in enumerate(receipts):
                     self.client.verify_receipt(header, leaf, index, len(receipts),
-                                               merkle.inclusion_proof(receipts, index))
+                                               merkle.inclusion_proof(receipts, index), block_height=lagged)
                 self.verified_receipts += len(receipts)
         except ForkDetected as exc:
             self._fail(height, str(exc), evidence=exc.evidence.encode().hex())
@@ -142,7 +145,7 @@ class LightObserver:
         """
         runtime = self.runtime
         height = runtime.store.height
-        version = max(0, height - 1)
+        version = max(0, height - self.results_lag)  # header `height` carries the state after h − L
         value = runtime.executor.tree.get(key, version)
         out: dict[str, Any] = {"key": key.hex(), "value": None if value is None else value.hex(),
                                "height": version, "verified": False, "reason": None}
@@ -151,7 +154,8 @@ class LightObserver:
             out["reason"] = "header %d not verified by the light client" % height
             return out
         try:
-            self.client.verify_state(verified.header, key, value, runtime.executor.tree.prove(key, version))
+            self.client.verify_state(verified.header, key, value, runtime.executor.tree.prove(key, version),
+                                     version=version)
         except LightClientError as exc:
             out["reason"] = str(exc)
             return out
@@ -266,18 +270,20 @@ def explorer_summary(runtime: Any) -> dict[str, Any]:
     verified_height = 0 if light is None else light.verified_height
     height = runtime.store.height
     status = runtime.status()
+    genesis_doc = getattr(runtime, "genesis_doc", None)
+    lag = 1 if genesis_doc is None else genesis_doc.consensus_params.results_lag
 
     def data_verified(at_height: int) -> bool:
-        # a tx of block h and its receipt (in header h+1) are both checked once h+1 is verified
-        return light is not None and at_height + 1 <= verified_height
+        # a tx of block h and its receipt (in header h+L) are both checked once h+L is verified
+        return light is not None and at_height + lag <= verified_height
 
     def record(key: bytes) -> dict[str, Any]:
         if light is not None:
             answer = light.verify_state(key)
         else:
-            value = runtime.executor.tree.get(key, max(0, height - 1))
+            value = runtime.executor.tree.get(key, max(0, height - lag))
             answer = {"value": None if value is None else value.hex(), "verified": False,
-                      "reason": "this node runs no light client", "height": max(0, height - 1)}
+                      "reason": "this node runs no light client", "height": max(0, height - lag)}
         value = _decode(bytes.fromhex(answer["value"])) if answer.get("value") else None
         return {"record": _jsonable(value), "verified": answer["verified"], "reason": answer.get("reason"),
                 "proven_at": answer.get("height")}
@@ -415,8 +421,8 @@ def verify_tx_answer(client: Any, answer: dict[str, Any], light: LightClient,
     Follows the validator-set changes the node lists up to header h
     (`/light/epoch-changes`), verifies header h (by history inclusion when it
     lies below a waypoint), the tx's inclusion in its `tx_root`, then — when
-    the answer has it — header h+1 the same way and the receipt in its
-    `receipts_root` pinned to the tx hash. Returns {"height", "tx": Tx,
+    the answer has it — header h+L the same way (L: `light.results_lag`, from
+    the root of trust) and the receipt in its `receipts_root` pinned to the tx hash. Returns {"height", "tx": Tx,
     "receipt": wire or None}. Raises QueryError (a LightClientError's name
     and message when a check failed; Expired: the root of trust is older than
     the trusting period).
@@ -442,11 +448,13 @@ def verify_tx_answer(client: Any, answer: dict[str, Any], light: LightClient,
         if part:
             following = verify_cited_header(light, fetch, bytes.fromhex(part["header"]),
                                             bytes.fromhex(part["certificate"]), now)
-            if following.height != header.height + 1:
-                raise QueryError("the receipt's header is %d, not %d" % (following.height, header.height + 1))
+            carrier = light.results_header_height(header.height)
+            if following.height != carrier:
+                raise QueryError("the receipt's header is %d, not %d (results lag %d)"
+                                 % (following.height, carrier, light.results_lag))
             receipt_bytes = bytes.fromhex(part["receipt"])
             light.verify_receipt(following, receipt_bytes, part["index"], part["size"],
-                                 [bytes.fromhex(p) for p in part["proof"]], tx_hash)
+                                 [bytes.fromhex(p) for p in part["proof"]], tx_hash, block_height=header.height)
             receipt_wire = codec.decode(receipt_bytes)
         return {"height": header.height, "tx": tx, "receipt": receipt_wire}
     except QueryError:

@@ -17,8 +17,9 @@ PRUNE_MAX_CHUNKS × PRUNE_CHUNK_NODES nodes go per call, so turning pruning on
 for a large archive works off its backlog over several commits instead of
 stalling one.
 
-What stays servable (tip H): `/state/{key}?prove=true` (version H - 1, with
-header H) always, since N >= 2; `/state/{key}?prove=true&height=V` and
+What stays servable (tip H): `/state/{key}?prove=true` (version H - L, with
+header H; L = genesis results_lag, 1 unless the chain pipelines) always,
+since N >= L + 1 (`node.config.consensus_settings` refuses less); `/state/{key}?prove=true&height=V` and
 `/proof/state/{key}?version=V` for V >= `oldest_version()`; older versions
 answer 410 "pruned". Blocks, certificates, receipts and the tx index are never
 pruned, so block sync, `/blocks`, `/commit`, tx and history proofs keep working.

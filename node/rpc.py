@@ -16,7 +16,7 @@ Routes (JSON unless said; bytes as lowercase hex; errors are
 | POST /txs                     | body: msgpack array of raw txs (application/msgpack), ≤ 4096; 200 {"results": [{"hash"} or {"error", "detail"} per tx, in order]}; 400 "malformed"; 413; 503 "read_only" |
 | GET  /tx/{hash}               | {"hash", "status", "height", "index", "receipt"} or 404          |
 | GET  /state/{key hex}?prove=  | {"key", "value", "height"} (+ "proof", "header", "certificate")  |
-|   …&height=V                  | state version V (header V+1); 404 "not_found" above tip-1; 410 "pruned" {"oldest_height"} below the oldest kept version ([storage] keep_recent_versions) |
+|   …&height=V                  | state version V (header V+L, L = genesis results_lag, default 1); 404 "not_found" above tip-L; 410 "pruned" {"oldest_height"} below the oldest kept version ([storage] keep_recent_versions) |
 | GET  /evidence                | {"evidence": [{"validator", "kind", "view", "height", "first", "second", "recorded_height"}]}: persisted double-signing evidence |
 | GET  /openapi.json            | this table as OpenAPI 3.1                                        |
 

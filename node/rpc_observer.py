@@ -6,7 +6,7 @@
 | GET /history/inclusion?height=H&size=S  | block H's hash (leaf H-1) in the history of S blocks           |
 | GET /light/epoch-changes?to=T[&from=F]  | headers in (F, T] that hand over to a new validator set: height, header, certificate, validators (the new set), history proof chained from F (default 0 = genesis), encoded HeaderUpdate — for `LightClient.verify_epoch_changes` |
 | GET /tx/{hash}[?prove=true]             | as node.rpc's /tx/{hash}; with prove: "proof": {height, index, size, tx, proof, header, certificate, receipt} |
-| GET /proof/state/{key hex}?version=V    | value + JMT proof in state version V (committed by header V+1); 410 "pruned" below the oldest kept version |
+| GET /proof/state/{key hex}?version=V    | value + JMT proof in state version V (committed by header V+L, L = genesis results_lag); 410 "pruned" below the oldest kept version |
 | GET /verified                           | the light observer's status (verified_height, failure, …); {"enabled": false} on validators |
 | GET /verified/state/{key hex}           | value + whether the light client verified its proof            |
 | GET /verified/explorer                  | everything the explorer page draws, each figure with "verified" |

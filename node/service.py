@@ -72,7 +72,8 @@ class NodeService(Protocol):
     def state(self, key: bytes, prove: bool, height: int | None = None) -> dict[str, Any]:
         """{"key", "value" (hex or None), "height"} and, with prove, "proof" (hex of the
         encoded state proof) plus the certified header that commits the state root:
-        "header" (hex), "certificate" (hex) for height+1. `height`: that state
+        "header" (hex), "certificate" (hex) for height+L ("header_height"; L = genesis
+        results_lag, 1 unless the chain pipelines). `height`: that state
         version instead of the latest certified one; raises StateUnavailable."""
 
     def evidence(self) -> list[dict[str, Any]]:

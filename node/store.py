@@ -89,15 +89,15 @@ def encode_block(block: Block) -> bytes:
     return b"".join(parts)
 
 
-def schedule_start(executed_height: int, checkpoint_interval: int) -> int:
+def schedule_start(executed_height: int, checkpoint_interval: int, results_lag: int = 1) -> int:
     """First height run by a validator set handed over in `BlockExecuted(executed_height)`.
 
-    Mirrors `consensus.replica` (`_on_executed`): the set takes effect after c,
-    the first multiple of K that is ≥ h+1 (header c announces it in
-    `next_validators_hash`), so its first height is c + 1.
+    Mirrors `consensus.replica` (`_on_block_executed`): the set takes effect
+    after c, the first multiple of K that is ≥ h+L (L = `results_lag`; header c
+    announces it in `next_validators_hash`), so its first height is c + 1.
     """
     k = checkpoint_interval
-    return -(-(executed_height + 1) // k) * k + 1
+    return -(-(executed_height + results_lag) // k) * k + 1
 
 
 @dataclass(frozen=True)
@@ -185,9 +185,10 @@ class BlockStore:
         except Exception as exc:
             raise StorageError("corrupt validator updates in block store: %s" % exc) from exc
 
-    def validator_schedule(self, checkpoint_interval: int) -> tuple[tuple[int, ValidatorSet], ...]:
+    def validator_schedule(self, checkpoint_interval: int,
+                           results_lag: int = 1) -> tuple[tuple[int, ValidatorSet], ...]:
         """`ChainTip.validator_schedule`: (first height, set) per handed-over change."""
-        return tuple((schedule_start(u.height, checkpoint_interval), u.validators)
+        return tuple((schedule_start(u.height, checkpoint_interval, results_lag), u.validators)
                      for u in self.validator_updates())
 
     def _decode(self, raw: bytes | None, what: str) -> Any:
@@ -250,14 +251,18 @@ class BlockStore:
         raw = self.kv.get(_P + b"H" + block_hash)
         return None if raw is None else _U64.unpack(raw)[0]
 
-    def chain_tip(self, recent_blocks: int = RECENT_TX_BLOCKS, checkpoint_interval: int | None = None) -> ChainTip:
+    def chain_tip(self, recent_blocks: int = RECENT_TX_BLOCKS, checkpoint_interval: int | None = None,
+                  results_lag: int = 1) -> ChainTip:
         """What the replica needs to resume after a restart.
 
         `recent_blocks` must be the consensus duplicate window (K, the genesis
         checkpoint_interval): the replica refuses transactions committed in the
         last K blocks, and must see the same K blocks after a restart.
         `checkpoint_interval` (K; default `recent_blocks`) places the persisted
-        validator-set changes in `validator_schedule`."""
+        validator-set changes in `validator_schedule`. `results_lag` (L, genesis
+        `consensus_params.results_lag`): header h carries the results of h − L,
+        so the replica gets the results of the L − 1 executed heights below the
+        tip too (`lagged_results`) and sets take effect as it schedules them."""
         tip = self.tip()
         results = self.results(tip.height)
         if results is None:
@@ -272,8 +277,20 @@ class BlockStore:
             app_hash=results[0], receipts_root=results[1],
             certificate=self.certificate(tip.height) if tip.height else None,
             recent_txs=tuple(recent),
-            validator_schedule=self.validator_schedule(checkpoint_interval or recent_blocks),
+            validator_schedule=self.validator_schedule(checkpoint_interval or recent_blocks, results_lag),
+            lagged_results=self._lagged_results(tip.height, results_lag),
         )
+
+    def _lagged_results(self, height: int, results_lag: int) -> tuple[tuple[int, bytes, bytes], ...]:
+        """`(h, app_hash, receipts_root)` for the executed heights h in (height − L, height)."""
+        out = []
+        for h in range(max(0, height - results_lag + 1), height):
+            results = self.results(h)
+            if results is None:
+                raise StorageError("block store has no results for height %d (tip %d, results lag %d)"
+                                   % (h, height, results_lag))
+            out.append((h, results[0], results[1]))
+        return tuple(out)
 
 
 @dataclass(frozen=True)

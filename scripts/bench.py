@@ -97,12 +97,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="Client accounts per organisation (3 organisations); each keeps at most "
                              "loadgen's --window txs uncommitted, so this bounds the offered load.")
     parser.add_argument("--max-txs", type=int, default=30_000)
+    parser.add_argument("--pipeline", type=int, default=1, metavar="W",
+                        help="Pipelined chain: genesis results_lag = max_in_flight = W (default 1).")
     args = parser.parse_args(argv)
 
     verify_per_s, verify_cpu_s = _measure_verifications()
     cores = os.cpu_count() or 1
     limit = cores * verify_per_s / args.validators
-    with start_cluster(validators=args.validators, accounts_per_org=args.accounts_per_org) as cluster:
+    with start_cluster(validators=args.validators, accounts_per_org=args.accounts_per_org,
+                       pipeline=args.pipeline) as cluster:
         pids = [n.pid for n in cluster.validators if n.pid is not None]
         cpu_before = cpu_seconds(pids)
         match = run_loadgen([n.rpc for n in cluster.validators], cluster.accounts_dir, args.duration,
@@ -122,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                   (cores / per_tx_s) / cpu_limit, " ".join(open("/proc/loadavg").read().split()[:3])),
               flush=True)
     print("validators=%d committed_tx_per_s=%.1f verify_limit_tx_per_s=%.1f ratio=%.4f p50_ms=%s p99_ms=%s" % (
-        args.validators, committed_per_s, limit, committed_per_s / limit, match.group(5), match.group(6)),
-        flush=True)
+        args.validators, committed_per_s, limit, committed_per_s / limit, match.group(5), match.group(6))
+        + ("" if args.pipeline == 1 else " pipeline=%d" % args.pipeline), flush=True)
     return 0
 
 

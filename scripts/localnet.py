@@ -171,7 +171,8 @@ def find_starting_port(nodes: int, low: int = 20000, high: int = 32000) -> int:
 
 
 def create_testnet(directory: str, validators: int, observers: int = 0, starting_port: int | None = None,
-                   chain_id: str | None = None, accounts_per_org: int = 1, organisations: int = 3) -> None:
+                   chain_id: str | None = None, accounts_per_org: int = 1, organisations: int = 3,
+                   pipeline: int = 1) -> None:
     """Run `careledger testnet` into `directory` (a subprocess, as an operator would)."""
     if starting_port is None:
         starting_port = find_starting_port(validators + observers)
@@ -180,6 +181,8 @@ def create_testnet(directory: str, validators: int, observers: int = 0, starting
                "--organisations", str(organisations), "--accounts-per-org", str(accounts_per_org)]
     if chain_id:
         command += ["--chain-id", chain_id]
+    if pipeline != 1:
+        command += ["--pipeline", str(pipeline)]
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -251,14 +254,16 @@ def stop_cluster(cluster: Cluster, grace_s: float = STOP_GRACE_S) -> None:
 @contextlib.contextmanager
 def start_cluster(validators: int = 4, observers: int = 0, directory: str | None = None,
                   starting_port: int | None = None, chain_id: str | None = None,
-                  accounts_per_org: int = 1, health_timeout_s: float = HEALTH_TIMEOUT_S) -> Iterator[Cluster]:
+                  accounts_per_org: int = 1, health_timeout_s: float = HEALTH_TIMEOUT_S,
+                  pipeline: int = 1) -> Iterator[Cluster]:
     """Create a testnet (unless `directory` already holds one), start every
     node, wait until healthy, yield the `Cluster`, and always stop it."""
     made_temp = directory is None
     directory = os.path.abspath(directory or tempfile.mkdtemp(prefix="careledger-localnet-"))
     if not any(os.path.exists(os.path.join(directory, n, "config", "config.toml"))
                for n in (os.listdir(directory) if os.path.isdir(directory) else [])):
-        create_testnet(directory, validators, observers, starting_port, chain_id, accounts_per_org)
+        create_testnet(directory, validators, observers, starting_port, chain_id, accounts_per_org,
+                       pipeline=pipeline)
     cluster = load_cluster(directory)
     try:
         for node in cluster.nodes:
@@ -292,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accounts-per-org", type=int, default=1)
     parser.add_argument("--health-timeout", type=float, default=HEALTH_TIMEOUT_S)
     parser.add_argument("--json", action="store_true", help="Print one JSON line instead of a table.")
+    parser.add_argument("--pipeline", type=int, default=1, metavar="W",
+                        help="Pipelined chain: genesis results_lag = max_in_flight = W (default 1).")
     args = parser.parse_args(argv)
 
     stop = {"requested": False}
@@ -305,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["CARELEDGER_KEEP_LOCALNET"] = "1"  # an operator's net keeps its directory
     try:
         with start_cluster(args.validators, args.observers, directory, args.starting_port, args.chain_id,
-                           args.accounts_per_org, args.health_timeout) as cluster:
+                           args.accounts_per_org, args.health_timeout, pipeline=args.pipeline) as cluster:
             if args.json:
                 print(json.dumps(cluster.describe()), flush=True)
             else:

@@ -823,3 +823,38 @@ def test_the_light_client_module_stays_pure():
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert imported <= {"__future__", "dataclasses", "typing", "ledger"}
     assert not any(isinstance(node, ast.Assert) for node in ast.walk(tree))
+
+
+# ------------------------------------------------------------ results lag L
+
+
+def test_state_and_receipt_proofs_are_paired_with_the_header_carrying_their_results():
+    client, node = client_at(HEIGHTS), Node(CHAIN_DATA)  # L = 1: header h carries block h − 1's results
+    assert client.results_lag == 1 and client.results_header_height(HEIGHTS - 1) == HEIGHTS
+    a = node.state(HEIGHTS, account_key(0))
+    client.verify_state(CHAIN_DATA.headers[HEIGHTS], account_key(0), a["value"], a["proof"], version=HEIGHTS - 1)
+    with pytest.raises(InvalidProof, match="does not commit the state after block"):
+        client.verify_state(CHAIN_DATA.headers[HEIGHTS], account_key(0), a["value"], a["proof"], version=HEIGHTS)
+    r = node.receipt(HEIGHTS - 1, 0)
+    client.verify_receipt(CHAIN_DATA.headers[HEIGHTS], r["receipt"], r["index"], r["size"], r["proof"],
+                          block_height=HEIGHTS - 1)
+    with pytest.raises(InvalidProof, match="does not carry the receipts of block"):
+        client.verify_receipt(CHAIN_DATA.headers[HEIGHTS], r["receipt"], r["index"], r["size"], r["proof"],
+                              block_height=HEIGHTS - 2)
+
+
+def test_a_client_with_another_results_lag_refuses_the_pairing_and_bad_lags_are_malformed():
+    lagged = LightClient.from_genesis(CHAIN, OLD_SET, 0, results_lag=3)
+    assert lagged.results_lag == 3 and lagged.results_header_height(5) == 8 and lagged.results_header_height(0) == 3
+    client = client_at(HEIGHTS)
+    node = Node(CHAIN_DATA)
+    a = node.state(HEIGHTS, account_key(0))
+    relagged = LightClient(client.trusted, client.options, results_lag=3)
+    relagged._stored = dict(client._stored)  # the same verified headers, another L
+    with pytest.raises(InvalidProof):
+        relagged.verify_state(CHAIN_DATA.headers[HEIGHTS], account_key(0), a["value"], a["proof"],
+                              version=HEIGHTS - 1)
+    relagged.verify_state(CHAIN_DATA.headers[HEIGHTS], account_key(0), a["value"], a["proof"])  # root check alone
+    for bad in (0, -1, True, "3", 65):
+        with pytest.raises(MalformedInput):
+            LightClient.from_genesis(CHAIN, OLD_SET, 0, results_lag=bad)

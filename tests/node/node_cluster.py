@@ -10,7 +10,7 @@ import trio
 from ledger.crypto import PrivateKey
 from ledger.types import Tx
 from node.config import (
-    AppState, ConsensusSection, Genesis, GenesisAccount, GenesisObserver, GenesisValidator, NodeConfig,
+    AppState, ConsensusParams, ConsensusSection, Genesis, GenesisAccount, GenesisObserver, GenesisValidator, NodeConfig,
     Organisation, P2PSection,
 )
 from node.node import NodeKeys, NodeRuntime, run_node
@@ -24,8 +24,10 @@ def deterministic_key(label: str) -> PrivateKey:
 
 
 def make_genesis(n_validators: int = 4, n_clients: int = 4, n_observers: int = 0,
-                 balance: int = 1_000_000) -> tuple[Genesis, list[NodeKeys], list[PrivateKey]]:
-    """A genesis with `n_validators` validators, observers and funded clients.
+                 balance: int = 1_000_000,
+                 consensus_params: ConsensusParams | None = None) -> tuple[Genesis, list[NodeKeys], list[PrivateKey]]:
+    """A genesis with `n_validators` validators, observers and funded clients
+    (`consensus_params`: e.g. a pipelined chain's results_lag / max_in_flight).
 
     Returns (genesis, node keys: validators then observers, client keys).
     """
@@ -39,6 +41,7 @@ def make_genesis(n_validators: int = 4, n_clients: int = 4, n_observers: int = 0
                                           "127.0.0.1:%d" % (20000 + i)) for i, k in enumerate(keys[:n_validators])),
         observers=tuple(GenesisObserver("o%d" % i, k.node_key.public_key)
                         for i, k in enumerate(keys[n_validators:])),
+        consensus_params=consensus_params or ConsensusParams(),
         app_state=AppState(
             organisations=(Organisation("payers", "Payers"),),
             accounts=tuple(GenesisAccount(c.public_key, "payers", "payer") for c in clients),

@@ -75,6 +75,14 @@ def test_testnet_writes_validators_observers_ports_peers_and_funded_accounts(tmp
     assert [a.role for a in genesis.app_state.accounts] == ["payer", "provider", "auditor"]
 
 
+def test_testnet_pipeline_writes_a_pipelined_genesis(tmp_path: Any) -> None:
+    out = str(tmp_path / "net")
+    run("testnet", "--v", "4", "--o", out, "--starting-port", "30000", "--pipeline", "3")
+    params = load_genesis(load_config(os.path.join(out, "node0")).genesis_file).consensus_params
+    assert (params.results_lag, params.max_in_flight) == (3, 3)
+    assert run("testnet", "--v", "4", "--o", str(tmp_path / "bad"), "--pipeline", "9", ok=False).exit_code == 2
+
+
 def test_testnet_refuses_ports_past_65535(tmp_path: Any) -> None:
     result = run("testnet", "--v", "4", "--o", str(tmp_path / "n"), "--starting-port", "65530", ok=False)
     assert result.exit_code == 2

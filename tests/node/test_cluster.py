@@ -8,6 +8,7 @@ from contracts.transfer import balance_key
 from ledger.state import StateProof, verify as verify_state
 from ledger.types import CommitCertificate, Header
 
+from node.config import ConsensusParams
 from node.service import TxRejected
 from tests.node.node_cluster import cluster, connect_all, make_genesis, start_node, transfer
 
@@ -103,3 +104,47 @@ async def test_an_observer_follows_the_chain_and_refuses_transactions(tmp_path):
             hashes = await submit_round(nodes, clients, 1, nodes[:4])
             await wait_committed(nodes, hashes)
             assert_same_chain(nodes)
+
+
+PIPELINED = ConsensusParams(checkpoint_interval=4, results_lag=3, max_in_flight=3)
+
+
+async def test_a_pipelined_cluster_commits_restarts_and_proves_state_at_header_v_plus_l(tmp_path, nursery):
+    """L = W = 3: every node executes the same chain, header h carries the
+    results of h − 3, a state answer pairs version v with header v + 3, and a
+    validator restarted with heights in flight resumes from its store (the
+    last L results handed to the replica) and catches up."""
+    genesis, keys, clients = make_genesis(consensus_params=PIPELINED)
+    with trio.fail_after(120):
+        async with cluster(tmp_path, genesis, keys) as nodes:
+            assert nodes[0].consensus_config.results_lag == nodes[0].consensus_config.max_in_flight == 3
+            first = []
+            for nonce in (1, 2, 3):
+                first += await submit_round(nodes, clients, nonce, nodes)
+            await wait_committed(nodes, first)
+            await nodes[3].stop()
+            live = nodes[:3]
+            second = []
+            for nonce in (4, 5):
+                second += await submit_round(live, clients, nonce, live)
+                await wait_committed(live, second)
+            restarted = await start_node(nursery, tmp_path, genesis, keys[3], 3)
+            connect_all(live + [restarted])
+            third = []
+            for nonce in (6, 7, 8):
+                third += await submit_round(live, clients, nonce, live)
+            await wait_committed(live + [restarted], first + second + third)
+            everyone = live + [restarted]
+            assert_same_chain(everyone)
+            store = nodes[0].store
+            for height in range(1, store.height + 1):
+                header = store.block(height).header
+                assert (header.app_hash, header.receipts_root) == store.results(max(0, height - 3)), height
+            answer = nodes[1].state(balance_key(clients[0].public_key), prove=True)
+            assert answer["header_height"] == answer["height"] + 3
+            header = Header.decode(bytes.fromhex(answer["header"]))
+            CommitCertificate.decode(bytes.fromhex(answer["certificate"])).verify(
+                genesis.chain_id, genesis.validator_set(), header.hash, header.height)
+            verify_state(header.app_hash, balance_key(clients[0].public_key), bytes.fromhex(answer["value"]),
+                         StateProof.from_bytes(bytes.fromhex(answer["proof"])))
+            await restarted.stop()

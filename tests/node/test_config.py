@@ -11,7 +11,7 @@ import pytest
 
 from node.config import (
     AppState, ConfigError, ConsensusSection, Genesis, GenesisAccount, GenesisObserver, GenesisValidator,
-    NodeConfig, Organisation, P2PSection, config_from_dict, consensus_settings, genesis_from_json,
+    NodeConfig, Organisation, P2PSection, StorageSection, config_from_dict, consensus_settings, genesis_from_json,
     load_config, load_genesis, parse_peer, save_config, save_genesis,
 )
 
@@ -221,10 +221,46 @@ def test_consensus_settings_take_network_wide_values_from_genesis(tmp_path: Any)
 
 
 @pytest.mark.parametrize("name", ["results_lag", "max_in_flight"])
-def test_a_genesis_asking_for_pipelining_is_refused_because_the_runtime_does_not_support_it(name: str) -> None:
+def test_pipelining_value_1_is_todays_format_and_is_not_written_back(name: str) -> None:
     data = _genesis_json()
-    data["consensus_params"][name] = 3
-    with pytest.raises(ConfigError, match="node runtime does not support pipelining"):
-        genesis_from_json(data)
     data["consensus_params"][name] = 1  # today's format: accepted, and the genesis is unchanged
     assert genesis_from_json(data) == genesis_from_json(_genesis_json())
+    assert name not in genesis_from_json(data).to_json()["consensus_params"]
+
+
+def test_a_pipelined_genesis_is_accepted_round_trips_and_reaches_the_consensus_config(tmp_path: Any) -> None:
+    data = _genesis_json()
+    data["consensus_params"].update(results_lag=3, max_in_flight=2)
+    genesis = genesis_from_json(data)
+    assert (genesis.consensus_params.results_lag, genesis.consensus_params.max_in_flight) == (3, 2)
+    assert genesis_from_json(genesis.to_json()) == genesis
+    config = NodeConfig(home=str(tmp_path), consensus=ConsensusSection(pipeline_window=1))
+    settings = consensus_settings(config, genesis)
+    assert (settings["results_lag"], settings["max_in_flight"]) == (3, 2)
+    assert settings["pipeline_window"] == 2  # the message buffer holds the heights in flight
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"results_lag": 2, "max_in_flight": 3}, r"max_in_flight \(W=3\) must be <= results_lag \(L=2\)"),
+    ({"max_in_flight": 2}, r"max_in_flight \(W=2\) must be <= results_lag \(L=1\)"),
+    ({"results_lag": 9}, r"results_lag = 9: must be an integer in \[1, 8\]"),
+    ({"results_lag": 0}, r"results_lag = 0: must be an integer in \[1, 8\]"),
+    ({"max_in_flight": 0}, r"max_in_flight = 0"),
+    ({"results_lag": True}, r"results_lag = True"),
+    ({"results_lag": "3"}, r"results_lag = '3'"),
+])
+def test_a_pipelining_genesis_out_of_bounds_is_refused(params: dict[str, Any], match: str) -> None:
+    data = _genesis_json()
+    data["consensus_params"].update(params)
+    with pytest.raises(ConfigError, match=match):
+        genesis_from_json(data)
+
+
+def test_a_pipelined_genesis_needs_the_versions_its_latest_proof_serves(tmp_path: Any) -> None:
+    data = _genesis_json()
+    data["consensus_params"].update(results_lag=3, max_in_flight=3)
+    genesis = genesis_from_json(data)
+    with pytest.raises(ConfigError, match=r"keep_recent_versions = 3: must be 0 or >= results_lag \+ 1 = 4"):
+        consensus_settings(NodeConfig(home=str(tmp_path), storage=StorageSection(keep_recent_versions=3)), genesis)
+    assert consensus_settings(NodeConfig(home=str(tmp_path), storage=StorageSection(keep_recent_versions=4)),
+                              genesis)["results_lag"] == 3

@@ -98,6 +98,19 @@ def test_a_restart_resumes_at_the_last_height_on_disk(tmp_path):
     executor.kv.close()
 
 
+def test_a_pipelined_chain_tip_hands_the_replica_the_last_l_results(tmp_path):
+    executor = fresh(MemoryStore())
+    assert executor.store.chain_tip(results_lag=3).lagged_results == ()  # genesis
+    run_blocks(executor, 1)
+    store = executor.store
+    assert store.chain_tip(results_lag=3).lagged_results == ((0,) + store.results(0),)
+    run_blocks(executor, 4)
+    tip = store.chain_tip(results_lag=3)
+    assert tip.height == 5 and (tip.app_hash, tip.receipts_root) == store.results(5)
+    assert tip.lagged_results == tuple((h,) + store.results(h) for h in (3, 4))
+    assert store.chain_tip().lagged_results == ()  # L = 1: the tip's own results suffice
+
+
 def test_a_store_of_another_chain_is_refused(tmp_path):
     executor = fresh(MemoryStore())
     other = Executor("other-chain", executor.kv)

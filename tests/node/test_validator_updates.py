@@ -86,6 +86,11 @@ def test_schedule_start_is_the_height_after_the_next_checkpoint_boundary():
     assert [schedule_start(h, 4) for h in range(1, 10)] == [5, 5, 5, 9, 9, 9, 9, 13, 13]
 
 
+def test_schedule_start_with_a_results_lag_follows_the_replica():
+    # pipelined (L = 3): executed at h → heights > c, c = first multiple of K ≥ h+L (consensus.replica)
+    assert [schedule_start(h, 4, 3) for h in range(1, 10)] == [5, 9, 9, 9, 9, 13, 13, 13, 13]
+
+
 def test_an_approved_change_is_handed_over_once_persisted_and_rebuilt_after_reopening(tmp_path):
     genesis = gov_genesis()
     path = str(tmp_path / "db")

@@ -89,14 +89,16 @@ def _commitment(label: str) -> bytes:
 PAYER, CLINIC, HOSPITAL = _key("payer"), _key("clinic"), _key("hospital")
 
 
-def make_genesis(genesis_time_ms: int) -> tuple[Genesis, list[NodeKeys]]:
+def make_genesis(genesis_time_ms: int, results_lag: int = 1) -> tuple[Genesis, list[NodeKeys]]:
+    """`results_lag` L > 1: a pipelined chain (L = W heights in flight)."""
     keys = [NodeKeys(_key("node%d" % i), _key("validator%d" % i)) for i in range(4)] + [NodeKeys(_key("observer0"))]
     genesis = Genesis(
         chain_id=CHAIN_ID, genesis_time_ms=genesis_time_ms,
         validators=tuple(GenesisValidator("v%d" % i, k.validator_key.public_key, k.node_key.public_key,
                                           "127.0.0.1:1") for i, k in enumerate(keys[:4])),
         observers=(GenesisObserver("o0", keys[4].node_key.public_key),),
-        consensus_params=ConsensusParams(checkpoint_interval=CHECKPOINT_INTERVAL),
+        consensus_params=ConsensusParams(checkpoint_interval=CHECKPOINT_INTERVAL, results_lag=results_lag,
+                                         max_in_flight=results_lag),
         app_state=AppState(
             organisations=(Organisation("cms", "CMS"), Organisation("clinic", "Clinic", "provider"),
                            Organisation("hospital", "Hospital", "provider")),
@@ -113,6 +115,7 @@ def make_genesis(genesis_time_ms: int) -> tuple[Genesis, list[NodeKeys]]:
 class LiveChain:
     genesis: Genesis
     genesis_file: str
+    results_lag: int = 1
     validator_urls: list[str] = field(default_factory=list)
     observer_url: str = ""
     settlement_tx: str = ""
@@ -133,7 +136,7 @@ def _config(home: str, index: int, role: str) -> NodeConfig:
 
 
 async def _run(chain: LiveChain, tmp: str) -> None:
-    genesis, keys = make_genesis(chain.genesis.genesis_time_ms)
+    genesis, keys = make_genesis(chain.genesis.genesis_time_ms, chain.results_lag)
     roles = ["validator"] * 4 + ["observer"]
     async with trio.open_nursery() as nursery:
         runtimes: list[NodeRuntime] = []
@@ -263,8 +266,9 @@ async def _scenario(chain: LiveChain, runtimes: list[NodeRuntime]) -> None:
     execute = tx(PAYER, "gov_execute", {"proposal_id": "rename-validators"})
     await _submit_and_wait(runtimes, [execute])
     executed_at = runtimes[0].store.tx_location(execute.hash)[0]
-    chain.handover_height = -(-(executed_at + 1) // CHECKPOINT_INTERVAL) * CHECKPOINT_INTERVAL
-    while runtimes[0].store.height <= chain.handover_height + 1:
+    lag = chain.results_lag  # the set executed at e takes effect after the first multiple of K ≥ e + L
+    chain.handover_height = -(-(executed_at + lag) // CHECKPOINT_INTERVAL) * CHECKPOINT_INTERVAL
+    while runtimes[0].store.height <= chain.handover_height + lag:
         await _submit_and_wait(runtimes, [tx(HOSPITAL, "transfer", {"to": CLINIC.public_key, "amount": 1})])
 
     await _submit_and_wait(runtimes, [tx(PAYER, "program_register", {
@@ -289,7 +293,8 @@ async def _scenario(chain: LiveChain, runtimes: list[NodeRuntime]) -> None:
     chain.settlement_tx = settle.hash.hex()
     transfer = tx(CLINIC, "transfer", {"to": HOSPITAL.public_key, "amount": 5})
     await _submit_and_wait(runtimes, [transfer])
-    await _submit_and_wait(runtimes, [tx(HOSPITAL, "transfer", {"to": CLINIC.public_key, "amount": 1})])
+    for _ in range(chain.results_lag):  # blocks above, so the transfer's receipt (header h + L) is certified
+        await _submit_and_wait(runtimes, [tx(HOSPITAL, "transfer", {"to": CLINIC.public_key, "amount": 1})])
     chain.transfer_tx = transfer.hash.hex()
     # the observer has executed and verified everything the validators committed
     target = runtimes[0].store.height
@@ -303,13 +308,13 @@ def flip_hex_digit(text: str, position: int) -> str:
     return text[:position] + ("0" if digit != "0" else "1") + text[position + 1:]
 
 
-def start_live_chain(tmp: str) -> LiveChain:
+def start_live_chain(tmp: str, results_lag: int = 1) -> LiveChain:
     """Start the chain in a daemon thread; returns once the scenario ran (raises its error)."""
     # the light client's trusting period runs from genesis time: a recent genesis
-    genesis, _ = make_genesis(int(time.time() * 1000) - 60_000)
+    genesis, _ = make_genesis(int(time.time() * 1000) - 60_000, results_lag)
     genesis_file = "%s/genesis.json" % tmp
     save_genesis(genesis_file, genesis)
-    chain = LiveChain(genesis, genesis_file)
+    chain = LiveChain(genesis, genesis_file, results_lag)
 
     def main() -> None:
         try:
