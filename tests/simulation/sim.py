@@ -4,8 +4,9 @@ One seed drives everything (`random.Random(seed)`): virtual clock, network
 (delay, loss, duplication, reordering, partitions forming and healing, one-way
 links), crashes and restarts with a disk that loses unsynced block writes, and
 byzantine behaviour (Twins, equivocating primary, silent replica, garbage and
-replayed messages). Invariants are checked at every commit; the same seed
-replays byte for byte (`Result.trace_hash`).
+replayed messages; in the "stale-proposal" scenario a new primary that sends
+fresh proposals for each replica's slot before its NEW-VIEW). Invariants are
+checked at every commit; the same seed replays byte for byte (`Result.trace_hash`).
 
 Used by `tests/simulation/` and `scripts/simulate.py`.
 """
@@ -29,12 +30,12 @@ from consensus.history import History
 from ledger import codec
 from ledger.crypto import PrivateKey, is_valid
 from ledger.hashing import sha256
-from ledger.types import Block, Tx, Validator, ValidatorSet, commit_vote_payload
+from ledger.types import Block, Header, Tx, Validator, ValidatorSet, commit_vote_payload, compute_tx_root
 
 CHAIN_ID = "careledger-sim"
 FAULT_MODES = ("none", "crash", "network", "byzantine", "all")
 SCENARIOS = ("primary-crash", "twin-primary", "restart-all", "validator-change", "long-partition-no-load",
-             "boundary-primary-crash")
+             "boundary-primary-crash", "stale-proposal")
 TWINS_VIEWS = 12  # views with a scheduled Twins partition (higher views are fully connected)
 
 _VERIFY_CACHE: dict[tuple[bytes, str, str, bytes, bytes], bool] = {}
@@ -131,8 +132,8 @@ class Simulation:
         self.target = heights
         self.faults_mode = faults
         self.heal_at = heal_after_ms if faults != "none" else 0
-        if scenario == "long-partition-no-load":
-            self.heal_at = heal_after_ms  # the partition itself is the fault
+        if scenario in ("long-partition-no-load", "stale-proposal"):
+            self.heal_at = heal_after_ms  # the partition (held-back commits) itself is the fault
         self.deadline = self.heal_at + progress_bound_ms
         self.scenario = scenario
         rng = self.rng
@@ -151,20 +152,64 @@ class Simulation:
         self.byzantine_mode = rng.choice(["twins", "equivocate", "silent", "twins"]) if byz else None
         if scenario == "twin-primary":
             self.byzantine_mode = "twins"
+        if scenario == "stale-proposal":
+            self.byzantine_mode = "stale-proposal"
         self.nodes: list[Node] = [Node(i, validator_key(i), True) for i in range(validators)]
         self.byzantine_keys: set[bytes] = set()
+        # primary-crash and long-partition-no-load already take one node out (crashed
+        # for good / isolated): that node is the byzantine one, so faults stay within f
+        doomed = {"primary-crash": 0, "long-partition-no-load": validators - 1}.get(scenario or "")
         if self.byzantine_mode == "twins":
             twin_of = 0 if scenario == "twin-primary" else rng.randrange(validators)
+            if doomed is not None:
+                twin_of = doomed
             self.nodes[twin_of].honest = False
             self.nodes.append(Node(validators, validator_key(twin_of), False))
             self.byzantine_keys.add(validator_key(twin_of).public_key)
             self.twins = (twin_of, validators)
         elif self.byzantine_mode in ("equivocate", "silent"):
             bad = rng.randrange(validators)
+            if doomed is not None:
+                bad = doomed
             self.nodes[bad].honest = False
             self.nodes[bad].silent = self.byzantine_mode == "silent"
             self.nodes[bad].equivocate = self.byzantine_mode == "equivocate"
             self.byzantine_keys.add(self.nodes[bad].pub)
+        # "stale-proposal": one byzantine validator S and 2f honest "victims". Until S
+        # sends a NEW-VIEW (or the faults heal), the network holds back from the
+        # victims every COMMIT, Decided, checkpoint and fetched block for heights
+        # >= stall_height from the others (S withholds its own COMMITs from them), and
+        # proposals and PREPAREs above stall_height between victims and the others,
+        # so that height gets certified at S and the other honest replicas only,
+        # nothing above it is prepared, and the victims (prepared at it) time out
+        # into view changes. When S becomes primary of a view it first sends every
+        # replica a fresh, correctly signed proposal of that view for the replica's
+        # slot (and, W > 1, the heights above), built on the replica's committed
+        # chain with other transactions, then its NEW-VIEW, then its COMMITs for
+        # those blocks. 2f victims + S are a quorum: a replica that votes on a
+        # proposal the NEW-VIEW puts below its target commits a block conflicting
+        # with the certified one (the bug fixed in 8ce0310).
+        self.stale: Node | None = None
+        self.victims: set[int] = set()
+        self.stall_height = 0
+        self.holding = False
+        self.held: list[tuple[Node, Node, bytes]] = []
+        self.stale_views: set[int] = set()
+        self.stale_attacks: list[tuple[int, int]] = []  # (view, replicas sent fresh proposals)
+        self.stale_armed = 0  # attacks while stall_height was certified but 2f victims lacked it
+        self.fresh_blocks: dict[tuple[bytes, int, int], Block] = {}
+        self.stale_release_ms = 0
+        if self.byzantine_mode == "stale-proposal":
+            bad = rng.randrange(validators)
+            self.stale = self.nodes[bad]
+            self.stale.honest = False
+            self.byzantine_keys.add(self.stale.pub)
+            others = [i for i in range(validators) if i != bad]
+            rng.shuffle(others)
+            self.victims = set(others[:2 * self.f])
+            self.stall_height = rng.randrange(1, max(2, min(heights // 2, 6)))
+            self.stale_release_ms = rng.choice([0, 100, 500, 2_000])
+            self.holding = True
         # Validator-set changes: the fake executor returns `validator_update` when it
         # executes a height listed here (a governance transaction, deterministic on
         # every node). A follower (key index n) starts as a non-validator observer.
@@ -320,6 +365,8 @@ class Simulation:
             self.inject_garbage()
         elif kind == "heal-isolation":
             self.isolated = set()
+        elif kind == "release":
+            self.release_held()
 
     # ---------------------------------------------------------------- nodes
 
@@ -401,6 +448,11 @@ class Simulation:
         if node.equivocate and to is None and isinstance(msg, Proposal):
             self.equivocate(node, data)
             return
+        if node is self.stale and isinstance(msg, NewView) and msg.sender == node.pub \
+                and msg.view not in self.stale_views:
+            self.stale_views.add(msg.view)
+            self.stale_new_view(node, msg, data)
+            return
         if len(self.captured) < 500 and self.rng.random() < 0.05:
             self.captured.append(data)
         cut = self.twins_cut(msg)
@@ -409,7 +461,109 @@ class Simulation:
                 continue
             if cut and (node.index, other.index) in cut:
                 continue
+            if self.holding and self.held_back(node, other, msg):
+                self.held.append((node, other, data))
+                continue
             self.transmit(node, other, data)
+
+    # ------------------------------------------------- stale-proposal scenario
+
+    def held_back(self, src: Node, dst: Node, msg: Any) -> bool:
+        """Between victims and the others: commit evidence for heights >= stall_height
+        to a victim, and proposals and PREPAREs above stall_height either way (so no
+        height above it is prepared anywhere: with W > 1 a VIEW-CHANGE would carry it
+        and the NEW-VIEW re-propose it)."""
+        if (dst.index in self.victims) == (src.index in self.victims):
+            return False
+        if isinstance(msg, (Proposal, Prepare)):
+            return msg.height > self.stall_height
+        if dst.index not in self.victims:
+            return False
+        if isinstance(msg, (CommitVote, Checkpoint)):
+            return msg.height >= self.stall_height
+        if isinstance(msg, Decided):
+            return msg.block.height >= self.stall_height
+        return False
+
+    def release_held(self) -> None:
+        if not self.holding:
+            return
+        self.holding = False
+        held, self.held = self.held, []
+        for src, dst, data in held:
+            self.transmit(src, dst, data)
+
+    def lagged_results(self, node: Node, height: int) -> tuple[bytes, bytes] | None:
+        """(app hash, receipts root) of an executed height, as every honest node has it."""
+        if height == 0:
+            return self.config.genesis_app_hash, self.config.genesis_receipts_root
+        block_hash, app = self.canonical.get(height), self.app_roots.get(height)
+        if (block_hash is None or app is None) and len(node.disk.blocks) >= height:
+            block, _, app, receipts = node.disk.blocks[height - 1]
+            return (app, receipts) if app else None
+        return None if block_hash is None or app is None else (app, sha256(b"receipts" + block_hash))
+
+    def fresh_chain(self, node: Node, dst: Node, view: int) -> list[Block]:
+        """The byzantine primary's blocks of `view` for dst's slot and (W > 1) the heights
+        above, chained on dst's committed tip, with transactions other than the
+        certified block's (the same blocks for every replica with that tip)."""
+        replica = dst.replica
+        assert replica is not None
+        slot = replica.committed + 1
+        parent_hash, parent_time, history = replica.last_block_hash, replica.last_time, replica.history
+        used = set(dst.tx_seen)
+        blocks: list[Block] = []
+        for height in range(slot, slot + self.lag):
+            vset = self.set_for(height)
+            if vset.primary(view).public_key != node.pub or vset != self.set_for(slot):
+                break
+            results = self.lagged_results(node, self.config.lagged_height(height))
+            if results is None:
+                break
+            block = self.fresh_blocks.get((parent_hash, height, view))
+            if block is None:
+                certified = {tx.hash for n in self.nodes if len(n.disk.blocks) >= height
+                             for tx in n.disk.blocks[height - 1][0].txs}
+                txs: list[Tx] = []
+                for tx in reversed(getattr(self, "all_txs", [])):
+                    if tx.hash not in used and tx.hash not in certified:
+                        txs.append(tx)
+                        if len(txs) >= self.config.max_batch_txs:
+                            break
+                header = Header(CHAIN_ID, height, view, max(self.now, parent_time) + 1, parent_hash,
+                                compute_tx_root(txs), results[1], results[0], vset.hash,
+                                self.set_for(height + 1).hash, history.root, height - 1, node.pub)
+                block = self.fresh_blocks[(parent_hash, height, view)] = Block(header, tuple(txs))
+            blocks.append(block)
+            used |= {tx.hash for tx in block.txs}
+            parent_hash, parent_time, history = block.hash, block.header.time, history.append(block.hash)
+        return blocks
+
+    def stale_new_view(self, node: Node, nv: NewView, data: bytes) -> None:
+        """Fresh proposals of the new view first, then the NEW-VIEW, then COMMITs for them."""
+        sent = 0
+        behind = [n for n in self.nodes
+                  if n.index in self.victims and n.alive and len(n.committed) < self.stall_height]
+        if len(behind) >= 2 * self.f and self.stall_height in self.canonical:
+            self.stale_armed += 1
+        for dst in self.nodes:
+            if dst is node or not self.link_up(node.index, dst.index):
+                continue
+            blocks = self.fresh_chain(node, dst, nv.view) if dst.alive and dst.replica is not None else []
+            at = self.now + 1 + int(self.rng.expovariate(1.0 / self.delay_mean))
+            for offset, kind in ((0, Proposal), (1, None), (2, CommitVote)):
+                if kind is None:
+                    self.push(at + offset, "deliver", (dst.index, node.pub, data, dst.incarnation))
+                    continue
+                for block in blocks:
+                    msg: Any = Proposal(node.pub, nv.view, block.height, block) if kind is Proposal else \
+                        CommitVote(node.pub, nv.view, block.height, block.hash)
+                    msg = replace(msg, signature=node.key.sign(msg.KIND, CHAIN_ID, msg.payload()))
+                    self.push(at + offset, "deliver", (dst.index, node.pub, msg.encode(), dst.incarnation))
+            sent += bool(blocks)
+        self.stale_attacks.append((nv.view, sent))
+        if self.holding:
+            self.push(self.now + self.stale_release_ms, "release", None)
 
     def twins_cut(self, msg: Any) -> set[tuple[int, int]] | None:
         """The Twins partition of the message's view, while faults last."""
@@ -629,6 +783,8 @@ class Simulation:
             self.push(rng.randrange(10, 500), "garbage", None)
         if self.scenario == "primary-crash":
             self.push(700, "crash", 0)
+        if self.scenario == "stale-proposal":
+            self.push(self.heal_at, "release", None)
         if self.scenario == "long-partition-no-load":
             self.isolated = {self.n - 1}
             self.faults += 1
@@ -678,9 +834,12 @@ class Simulation:
         if self.done() and self.now >= self.heal_at:
             return
         if self.scenario == "long-partition-no-load":
-            reached = [len(n.committed) for n in self.nodes if n.index not in self.isolated]
-            if not self.isolated or min(reached) >= self.target:
-                return  # load stops before the partition heals, for good
+            # load stops, for good, once the honest replicas outside the partition reach
+            # the target: before the partition heals, unless faults slowed them down
+            # (then it goes on after the heal: stopping it at the heal left them short)
+            reached = [len(n.committed) for n in self.honest_nodes() if n.index != self.n - 1]
+            if min(reached) >= self.target:
+                return
         rng = self.rng
         client = rng.randrange(len(CLIENT_KEYS))
         key = CLIENT_KEYS[client]
@@ -704,6 +863,8 @@ class Simulation:
         if not (self.link_up(node.index, peer.index) and self.link_up(peer.index, node.index)):
             return
         blocks = tuple((b, c) for b, c, _, _ in peer.disk.blocks[effect.from_height - 1: effect.to_height][:64])
+        if self.holding and node.index in self.victims and peer.index not in self.victims:
+            blocks = tuple((b, c) for b, c in blocks if b.height < self.stall_height)
         if blocks:
             self.push(self.now + 2 * self.delay_mean, "fetched",
                       (node.index, node.incarnation, BlocksFetched(peer.pub, blocks)))

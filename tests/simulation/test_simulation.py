@@ -248,3 +248,23 @@ def test_w3_a_seed_replays_byte_for_byte() -> None:
     first = run_seed(5, validators=4, heights=6, faults="all", pipeline=3)
     assert first.trace_hash == run_seed(5, validators=4, heights=6, faults="all", pipeline=3).trace_hash
     assert first.trace_hash != run_seed(5, validators=4, heights=6, faults="all").trace_hash
+
+
+# ------------------------------------------------------------ stale proposal
+# A faulty new primary sends each replica a fresh proposal of its view for the
+# replica's slot (W > 1: and the heights above) BEFORE its NEW-VIEW, while the
+# network has kept the stalled height's COMMITs from 2f victims (certified at
+# the others only). Replicas must judge such proposals again under the NEW-VIEW's
+# floor (commit 8ce0310); the pre-fix replica commits a conflicting block at
+# every one of these seeds (W = 1 and W = 3).
+
+@pytest.mark.parametrize("pipeline", [1, 3])
+def test_stale_proposals_before_the_new_view_are_judged_under_its_floor(pipeline: int) -> None:
+    armed = 0
+    for seed in (1, 2, 9):
+        sim = Simulation(seed, validators=4, heights=10, faults="byzantine", scenario="stale-proposal",
+                         heal_after_ms=4_000, pipeline=pipeline)
+        _assert_clean(sim.run())
+        assert sim.stale_attacks and all(sent >= 2 * sim.f for _, sent in sim.stale_attacks)
+        armed += sim.stale_armed
+    assert armed >= 2  # the stalled height was certified at some replicas only when the attack came
