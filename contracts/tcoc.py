@@ -82,7 +82,7 @@ Roles as for the total cost of care. A change of the ACO's participant TINs afte
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Any
+from typing import Any, Iterator
 
 from ledger.types import Tx
 
@@ -154,6 +154,29 @@ def patient_cost_cents(state: StateView, pid: str, period_start: int, period_end
                for line in claim.lines if period_start <= line["service_date"] <= period_end)
 
 
+def _next_page(record: dict[str, Any], cursor: int, limit: int, processed: str, total: str, noun: str) -> int:
+    """Where the page starting at `cursor` stops, for a paged record whose items
+    processed so far are `record[processed]` of `record[total]`.
+
+    Raises Conflict when `cursor` is not the items processed so far (a page sent
+    twice or out of order) or nothing is left.
+    """
+    if cursor != record[processed]:
+        raise Conflict("cursor %d, but %d %ss are processed" % (cursor, record[processed], noun))
+    if cursor >= record[total]:
+        raise Conflict("every %s is processed: close it" % noun)
+    return min(cursor + limit, record[total])
+
+
+def _page_positions(groups: list[Any], sizes: list[int], cursor: int, stop: int) -> Iterator[tuple[Any, int]]:
+    """(group, index within the group) of items cursor … stop−1 of the groups laid end to end."""
+    offset = 0
+    for group, size in zip(groups, sizes):
+        for index in range(max(cursor, offset) - offset, min(stop, offset + size) - offset):
+            yield group, index
+        offset += size
+
+
 @REGISTRY.register("tcoc_open", roles=ROLES)
 def handle_tcoc_open(state: StateView, tx: Tx, ctx: BlockContext) -> None:
     """Open the total cost of care of an ACO's attributed population for a window,
@@ -203,30 +226,22 @@ def handle_tcoc_accumulate(state: StateView, tx: Tx, ctx: BlockContext) -> None:
     limit = costs.check_int(tx.body.get("limit"), "limit", 1, MAX_PAGE)
     k = tcoc_key(program["id"], aco["id"], start, end)
     record = _require_open(state, k)
-    if cursor != record["patients_processed"]:
-        raise Conflict("cursor %d, but %d members are processed" % (cursor, record["patients_processed"]))
-    if cursor >= record["members_total"]:
-        raise Conflict("every member is processed: close it")
+    stop = _next_page(record, cursor, limit, "patients_processed", "members_total", "member")
     _check_attribution_unchanged(state, record)
-    stop = min(cursor + limit, record["members_total"])
     totals = {name: record[name] for name in ("assigned_count", "untruncated_cents", "expenditures_cents",
                                               "patients_truncated")}
-    offset = 0
-    for run_id, size in zip(record["runs"], record["run_sizes"]):
-        members = attribution.run_members_key(program["id"], run_id)
-        for index in range(max(cursor, offset) - offset, min(stop, offset + size) - offset):
-            member = state.get(members + b"/i/" + b"%020d" % index)
-            pid = member["patient"]
-            latest = state.get(attribution.window_run_key(program["id"], start, end, pid))
-            if member["aco"] == aco["id"] and latest == run_id:
-                cost = patient_cost_cents(state, pid, start, end)
-                totals["assigned_count"] += 1
-                totals["untruncated_cents"] += cost
-                if record["truncation_cents"] is not None and cost > record["truncation_cents"]:
-                    totals["patients_truncated"] += 1
-                    cost = record["truncation_cents"]
-                totals["expenditures_cents"] += cost
-        offset += size
+    for run_id, index in _page_positions(record["runs"], record["run_sizes"], cursor, stop):
+        member = state.get(attribution.run_members_key(program["id"], run_id) + b"/i/" + b"%020d" % index)
+        pid = member["patient"]
+        latest = state.get(attribution.window_run_key(program["id"], start, end, pid))
+        if member["aco"] == aco["id"] and latest == run_id:
+            cost = patient_cost_cents(state, pid, start, end)
+            totals["assigned_count"] += 1
+            totals["untruncated_cents"] += cost
+            if record["truncation_cents"] is not None and cost > record["truncation_cents"]:
+                totals["patients_truncated"] += 1
+                cost = record["truncation_cents"]
+            totals["expenditures_cents"] += cost
     state.put(k, dict(record, patients_processed=stop, **totals))
     state.emit("tcoc_accumulated", program=program["id"], aco=aco["id"], processed=stop,
                assigned=totals["assigned_count"])
@@ -328,27 +343,19 @@ def handle_revenue_accumulate(state: StateView, tx: Tx, ctx: BlockContext) -> No
     limit = costs.check_int(tx.body.get("limit"), "limit", 1, MAX_PAGE)
     k = revenue_key(program["id"], aco["id"], start, end)
     record = _require_open_revenue(state, k)
-    if cursor != record["claims_processed"]:
-        raise Conflict("cursor %d, but %d claims are processed" % (cursor, record["claims_processed"]))
-    if cursor >= record["claims_total"]:
-        raise Conflict("every claim is processed: close it")
+    stop = _next_page(record, cursor, limit, "claims_processed", "claims_total", "claim")
     _check_participants_unchanged(state, record)
-    stop = min(cursor + limit, record["claims_total"])
     totals = {name: record[name] for name in ("claims_counted", "lines_counted", "revenue_cents", "paid_cents")}
-    offset = 0
-    for tin, size in zip(record["tins"], record["tin_claims"]):
-        index_key = costs.tin_index(tin)
-        for index in range(max(cursor, offset) - offset, min(stop, offset + size) - offset):
-            claim = costs.load_claim(state, state.get(index_key + b"/i/" + b"%020d" % index))
-            if claim.header["submitted_by"] != record["payer_org"] or claim.header["kind"] == "encounter":
-                continue
-            lines = [line for line in claim.lines if start <= line["service_date"] <= end]
-            if lines:
-                totals["claims_counted"] += 1
-                totals["lines_counted"] += len(lines)
-                totals["revenue_cents"] += sum(line["allowed_cents"] for line in lines)
-                totals["paid_cents"] += sum(line["paid_cents"] for line in lines)
-        offset += size
+    for tin, index in _page_positions(record["tins"], record["tin_claims"], cursor, stop):
+        claim = costs.load_claim(state, state.get(costs.tin_index(tin) + b"/i/" + b"%020d" % index))
+        if claim.header["submitted_by"] != record["payer_org"] or claim.header["kind"] == "encounter":
+            continue
+        lines = [line for line in claim.lines if start <= line["service_date"] <= end]
+        if lines:
+            totals["claims_counted"] += 1
+            totals["lines_counted"] += len(lines)
+            totals["revenue_cents"] += sum(line["allowed_cents"] for line in lines)
+            totals["paid_cents"] += sum(line["paid_cents"] for line in lines)
     state.put(k, dict(record, claims_processed=stop, **totals))
     state.emit("revenue_accumulated", program=program["id"], aco=aco["id"], processed=stop,
                revenue_cents=totals["revenue_cents"])
