@@ -430,3 +430,20 @@ def sign(message: Any, key: PrivateKey, chain_id: str) -> Any:
     """Return `message` with `signature` filled in by `key`."""
     from dataclasses import replace
     return replace(message, signature=key.sign(message.KIND, chain_id, message.payload()))
+
+
+_SIGNATURE_TRAILER = b"\xc4" + bytes([SIGNATURE_BYTES])  # msgpack bin8 header of a 64-byte signature
+
+
+def with_signature_of(message: Any, data: bytes) -> Any:
+    """`message` with the signature its own signed encoding `data` ends with.
+
+    Every message's wire form ends with its signature (a 64-byte bin), so a
+    replica that just signed a message (or re-sends a stored one) need not
+    decode it again — for a proposal that would re-decode a whole block.
+    Raises DecodeError if `data` does not end with a signature field.
+    """
+    from dataclasses import replace
+    if len(data) < SIGNATURE_BYTES + 2 or data[-SIGNATURE_BYTES - 2:-SIGNATURE_BYTES] != _SIGNATURE_TRAILER:
+        raise DecodeError("message bytes do not end with a signature")
+    return replace(message, signature=bytes(data[-SIGNATURE_BYTES:]))

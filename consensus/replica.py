@@ -123,7 +123,7 @@ from consensus.inputs import (
 )
 from consensus.messages import (
     Checkpoint, CommitVote, Decided, NewView, Prepare, PreparedCertificate, Proposal,
-    Verifier, ViewChange, checkpoint_digest, decode_message,
+    Verifier, ViewChange, checkpoint_digest, decode_message, with_signature_of,
 )
 from consensus.persist import ChainTip, PersistedState, SignedRecord
 
@@ -848,8 +848,7 @@ class Replica:
                 data = self._sign_once(msg, view, height, p.block_hash)
                 if data is not None:
                     self._out.append(Broadcast(data))
-                    log.prepares.setdefault((view, p.block_hash), {})[self.public_key] = replace(
-                        msg, signature=Prepare.from_wire(codec.decode(data)).signature)
+                    log.prepares.setdefault((view, p.block_hash), {})[self.public_key] = with_signature_of(msg, data)
                     if height > self.committed + 1:
                         self._count("prepared_ahead")  # a height in flight above the slot
                     return True
@@ -887,7 +886,7 @@ class Replica:
         data = self._sign_once(msg, view, height, p.block_hash)
         if data is not None:
             self._out.append(Broadcast(data))
-            signature = CommitVote.from_wire(codec.decode(data)).signature
+            signature = with_signature_of(msg, data).signature
             log.commit_votes.setdefault((view, p.block_hash), {})[self.public_key] = signature
         return True
 
@@ -1062,7 +1061,7 @@ class Replica:
         data = self._sign_once(msg, view, block.height, block.hash)
         if data is None:
             return None
-        signed = Proposal.from_wire(codec.decode(data))
+        signed = with_signature_of(msg, data)
         self._out.append(Broadcast(data))
         self._count("proposals")
         if block.height in self._in_flight():
@@ -1078,7 +1077,7 @@ class Replica:
         limit = self.config.block_bytes_limit(self.validators_for(self.committed + 1)) - MAX_HEADER_BYTES
         for tx in txs:
             data = tx.encode()
-            tx_hash = sha256(data)  # = tx.hash
+            tx_hash = tx.hash  # sha256 of `data`, cached on the Tx
             if tx_hash in self.committed_txs or tx_hash in self.pending:
                 continue
             if len(data) > limit:
@@ -1384,7 +1383,7 @@ class Replica:
         data = self._sign_once(msg, view, block.height, block.hash)
         if data is None:
             return None
-        return Proposal.from_wire(codec.decode(data))
+        return with_signature_of(msg, data)
 
     def _on_new_view(self, nv: NewView, data: bytes) -> None:
         # §4.4: a replica accepts NEW-VIEW only after re-checking V and O itself
