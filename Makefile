@@ -37,5 +37,11 @@ bench-state: $(STAMP)
 simulate: $(STAMP)
 	$(BIN)/python scripts/simulate.py --seed-start 0 --seeds 200 --faults all
 
+# The long soak (not in CI): 10,000 seeds, all faults, unpipelined and W = 3
+# (about an hour each on a quiet core).
+soak: $(STAMP)
+	$(BIN)/python scripts/simulate.py --seed-start 0 --seeds 10000 --faults all
+	$(BIN)/python scripts/simulate.py --seed-start 0 --seeds 10000 --faults all --pipeline 3
+
 clean:
 	rm -rf $(VENV)
