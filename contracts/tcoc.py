@@ -119,13 +119,14 @@ def _target(state: StateView, tx: Tx) -> tuple[dict[str, Any], dict[str, Any], i
     return program, aco, start, end
 
 
-def _require_open(state: StateView, k: bytes) -> dict[str, Any]:
-    """Raises NotFound (never opened) or AlreadyExists (already closed)."""
+def _require_open(state: StateView, k: bytes, what: str = "total cost of care") -> dict[str, Any]:
+    """The open paged record at `k` (`what` names it in errors).
+    Raises NotFound (never opened) or AlreadyExists (already closed)."""
     record = state.get(k)
     if record is None:
-        raise NotFound("no total cost of care is open at %s" % k.decode())
+        raise NotFound("no %s is open at %s" % (what, k.decode()))
     if record["status"] != OPEN:
-        raise AlreadyExists("the total cost of care at %s is closed" % k.decode())
+        raise AlreadyExists("the %s at %s is closed" % (what, k.decode()))
     return record
 
 
@@ -291,16 +292,6 @@ def _check_participants_unchanged(state: StateView, record: dict[str, Any]) -> N
         raise Conflict("the participant TINs of %s changed after revenue_open: reopen with restart" % record["aco"])
 
 
-def _require_open_revenue(state: StateView, k: bytes) -> dict[str, Any]:
-    """Raises NotFound (never opened) or AlreadyExists (already closed)."""
-    record = state.get(k)
-    if record is None:
-        raise NotFound("no participant revenue is open at %s" % k.decode())
-    if record["status"] != OPEN:
-        raise AlreadyExists("the participant revenue at %s is closed" % k.decode())
-    return record
-
-
 @REGISTRY.register("revenue_open", roles=ROLES)
 def handle_revenue_open(state: StateView, tx: Tx, ctx: BlockContext) -> None:
     """Open the ACO-participant revenue of a window, fixing the participant TINs and how
@@ -342,7 +333,7 @@ def handle_revenue_accumulate(state: StateView, tx: Tx, ctx: BlockContext) -> No
     cursor = costs.check_int(tx.body.get("cursor"), "cursor", 0, 10**9)
     limit = costs.check_int(tx.body.get("limit"), "limit", 1, MAX_PAGE)
     k = revenue_key(program["id"], aco["id"], start, end)
-    record = _require_open_revenue(state, k)
+    record = _require_open(state, k, "participant revenue")
     stop = _next_page(record, cursor, limit, "claims_processed", "claims_total", "claim")
     _check_participants_unchanged(state, record)
     totals = {name: record[name] for name in ("claims_counted", "lines_counted", "revenue_cents", "paid_cents")}
@@ -370,7 +361,7 @@ def handle_revenue_close(state: StateView, tx: Tx, ctx: BlockContext) -> None:
     """
     program, aco, start, end = _target(state, tx)
     k = revenue_key(program["id"], aco["id"], start, end)
-    record = _require_open_revenue(state, k)
+    record = _require_open(state, k, "participant revenue")
     if record["claims_processed"] != record["claims_total"]:
         raise Conflict("%d of %d claims processed" % (record["claims_processed"], record["claims_total"]))
     _check_participants_unchanged(state, record)

@@ -36,17 +36,16 @@ from ledger.hashing import ZERO_HASH, sha256
 from ledger.merkle import root_from_hashes
 from ledger.types import Block, Header, Validator, ValidatorSet, compute_tx_root, make_certificate
 
-from tests.consensus.helpers import CHAIN, GENESIS_APP, KEYS, VSET, signed, tx
+from tests.consensus.helpers import CHAIN, GENESIS_APP, KEYS, VSET, config, signed, tx
 
 W = 3
 
 
 def pconfig(**overrides: object) -> ConsensusConfig:
-    values = dict(chain_id=CHAIN, validators=VSET, genesis_app_hash=GENESIS_APP, max_batch_txs=2,
-                  batch_timeout_ms=10, checkpoint_interval=4, base_timeout_ms=1000, max_timeout_ms=8000,
-                  results_lag=W, max_in_flight=W)
+    """The step-table config (tests/consensus/helpers.py) with W = L = 3 and K = 4."""
+    values: dict[str, object] = dict(checkpoint_interval=4, results_lag=W, max_in_flight=W)
     values.update(overrides)
-    return ConsensusConfig(**values)  # type: ignore[arg-type]
+    return config(**values)
 
 
 def preplica(index: int = 1, **overrides: object) -> Replica:
