@@ -10,13 +10,13 @@ so a signature for one kind of message or one chain is never valid for another.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
 
 import nacl.bindings
 import nacl.exceptions
-import nacl.signing
 
 from ledger.errors import SignatureError
 
@@ -52,14 +52,20 @@ class PrivateKey:
         if not isinstance(self.seed, bytes) or len(self.seed) != SEED_BYTES:
             raise SignatureError("a private key seed is %d bytes" % SEED_BYTES)
 
+    @functools.cached_property
+    def _keypair(self) -> tuple[bytes, bytes]:
+        # (public key, libsodium's 64-byte expanded secret key): derived once,
+        # not on every signature (a validator signs several votes per height)
+        return nacl.bindings.crypto_sign_seed_keypair(self.seed)
+
     @property
     def public_key(self) -> bytes:
-        return bytes(nacl.signing.SigningKey(self.seed).verify_key)
+        return self._keypair[0]
 
     def sign(self, kind: str, chain_id: str, payload: bytes) -> bytes:
         """Return the 64-byte signature of `payload` for `kind` on `chain_id`."""
         message = sign_bytes(kind, chain_id, payload)
-        return nacl.signing.SigningKey(self.seed).sign(message).signature
+        return nacl.bindings.crypto_sign(message, self._keypair[1])[:SIGNATURE_BYTES]
 
     def __repr__(self) -> str:  # never print the secret
         return "PrivateKey(public=%s)" % self.public_key.hex()
@@ -79,7 +85,8 @@ def verify_raw(public_key: bytes, message: bytes, signature: bytes) -> None:
     if not isinstance(signature, bytes) or len(signature) != SIGNATURE_BYTES:
         raise SignatureError("a signature is %d bytes" % SIGNATURE_BYTES)
     try:
-        nacl.signing.VerifyKey(public_key).verify(message, signature)
+        # what nacl.signing.VerifyKey.verify does, without building the key object
+        nacl.bindings.crypto_sign_open(signature + message, public_key)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
         raise SignatureError("signature does not verify") from exc
 
