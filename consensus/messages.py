@@ -24,13 +24,18 @@ malformed; it does not check signatures (`verify_signature` does).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
+from itertools import chain
+from operator import attrgetter
 from typing import Any, Callable
+
+import msgpack
 
 from ledger import codec
 from ledger.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, PrivateKey
-from ledger.errors import DecodeError, ValidationError
+from ledger.errors import DecodeError, LedgerError, ValidationError
 from ledger.hashing import check_hash, sha256
-from ledger.types import Block, CommitCertificate, commit_vote_payload
+from ledger.types import Block, CommitCertificate, Tx, commit_vote_payload
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 U64_MAX = 2**64 - 1
@@ -62,6 +67,20 @@ def _sig(value: Any) -> bytes:
     if not isinstance(value, bytes) or len(value) != SIGNATURE_BYTES:
         raise ValidationError("signature must be %d bytes" % SIGNATURE_BYTES)
     return value
+
+
+def array_header(length: int) -> bytes:
+    """The msgpack header of an array of `length` items (fixarray, array 16, array 32).
+
+    A list's canonical encoding is this header followed by each item's own
+    canonical encoding (`codec.encode` packs a list item by item), which lets
+    an encoder join bytes it already holds instead of re-walking them.
+    """
+    if length < 16:
+        return bytes([0x90 | length])
+    if length < 1 << 16:
+        return b"\xdc" + length.to_bytes(2, "big")
+    return b"\xdd" + length.to_bytes(4, "big")
 
 
 def _list(value: Any, what: str, length: int | None = None) -> list[Any]:
@@ -104,15 +123,24 @@ class Proposal(_Signed):
     block: Block
     signature: bytes = b""
 
-    @property
+    @cached_property
     def block_hash(self) -> bytes:
+        """The block's hash, computed once (`Header.hash` re-encodes the
+        header on every call; a replica asks for it on every step)."""
         return self.block.hash
 
     def payload(self) -> bytes:
-        return codec.encode([self.view, self.height, self.block.hash])
+        return codec.encode([self.view, self.height, self.block_hash])
 
     def body(self) -> list[Any]:
         return [TAG_PROPOSAL, self.sender, self.view, self.height, self.block.to_wire()]
+
+    def encode(self) -> bytes:
+        """`codec.encode(self.to_wire())`, byte for byte: the transactions'
+        canonical bytes are cached on each `Tx`, so they are joined rather than
+        walked again through the canonical encoder (a whole block's worth)."""
+        data = _joined_encoding(self)
+        return data if data is not None else codec.encode(self.to_wire())
 
     @classmethod
     def from_wire(cls, w: list[Any]) -> "Proposal":
@@ -121,6 +149,83 @@ class Proposal(_Signed):
         if proposal.block.height != proposal.height:
             raise ValidationError("proposal height differs from its block's height")
         return proposal
+
+
+# A proposal's wire is [tag, sender, view, height, [header, [tx, …]], signature]:
+# each transaction's wire sits 3 levels down, and the canonical encoder refuses
+# any value more than codec.MAX_DEPTH levels down. A tx reaching deeper than
+# `_TX_DEPTH` below its wire encodes alone (as a tx) but not inside a proposal:
+# such proposals keep the general path, which refuses them as it always did.
+_TX_DEPTH = codec.MAX_DEPTH - 3
+_SCALARS = frozenset((str, bytes, int, bool, type(None)))
+_TX_SCALAR_FIELDS = tuple(attrgetter(name) for name in ("chain_id", "sender", "nonce", "type", "signature"))
+_TX_BODY = attrgetter("body")
+
+
+def _nested_within(value: dict[Any, Any] | list[Any] | tuple[Any, ...], limit: int) -> bool:
+    """Whether every value inside the container `value` lies at most `limit`
+    levels below it and has a plain canonical type (else: not known here)."""
+    if not value:
+        return True
+    if limit < 1:
+        return False
+    for item in (value.values() if type(value) is dict else value):
+        kind = type(item)
+        if kind is dict or kind is list or kind is tuple:
+            if not _nested_within(item, limit - 1):
+                return False
+        elif kind not in _SCALARS:
+            return False
+    return True
+
+
+def _txs_within_depth(txs: tuple[Any, ...]) -> bool:
+    """Whether every item is a `Tx` of scalar fields whose wire lies within
+    `_TX_DEPTH` (its body, one level down, within `_TX_DEPTH` − 1). Flat
+    bodies, the common case, are recognised by type sets built in C."""
+    if not set(map(type, txs)) <= {Tx} or not all(
+            _SCALARS.issuperset(map(type, map(field, txs))) for field in _TX_SCALAR_FIELDS):
+        return False
+    bodies = list(map(_TX_BODY, txs))
+    if not set(map(type, bodies)) <= {dict}:
+        return False
+    return (_SCALARS.issuperset(map(type, chain.from_iterable(map(dict.values, bodies))))
+            or all(_nested_within(body, _TX_DEPTH - 1) for body in bodies))
+
+
+def _encoded_block(block: Block) -> bytes | None:
+    """`codec.encode(block.to_wire())` as it encodes one level down in a
+    message (a PROPOSAL's or a DECIDED's), joined from the txs' cached
+    canonical bytes; None when that cannot be vouched for.
+
+    A list's canonical encoding is its array header followed by its items'
+    own encodings, so this is the same bytes whenever every piece encodes
+    alone as it does in place: true for the header (scalars) and for txs
+    within `_TX_DEPTH` (see there).
+    """
+    txs = block.txs
+    header = block.header.to_wire()
+    if not _SCALARS.issuperset(map(type, header)) or type(txs) is not tuple or not _txs_within_depth(txs):
+        return None
+    try:
+        return b"".join([array_header(2), codec.encode(header), array_header(len(txs)),
+                         *[tx.encode() for tx in txs]])
+    except (LedgerError, TypeError, ValueError):
+        return None  # the full encoder raises its own error
+
+
+def _joined_encoding(p: "Proposal") -> bytes | None:
+    """`codec.encode(p.to_wire())`, the block joined by `_encoded_block`, or
+    None when that cannot be vouched for (the caller then encodes in full)."""
+    block = _encoded_block(p.block)
+    if block is None or not _SCALARS.issuperset(map(type, (p.sender, p.view, p.height, p.signature))):
+        return None
+    try:
+        data = b"".join([array_header(6), codec.encode(TAG_PROPOSAL), codec.encode(p.sender),
+                         codec.encode(p.view), codec.encode(p.height), block, codec.encode(p.signature)])
+    except (LedgerError, TypeError, ValueError):
+        return None
+    return data if len(data) <= codec.MAX_MESSAGE_BYTES else None
 
 
 @dataclass(frozen=True)
@@ -212,13 +317,17 @@ class PreparedCertificate:
         return [self.proposal.to_wire(), [p.to_wire() for p in self.prepares]]
 
     def encoded_parts(self) -> tuple[bytes, list[bytes]]:
-        """(signed proposal bytes, [signed PREPARE bytes]): O(prepares) once the
-        proposal bytes are known (computed once and kept otherwise)."""
+        """(signed proposal bytes, [signed PREPARE bytes]), each computed once
+        and kept (a replica persists its certificates on every flush)."""
         data = self.proposal_data
         if not data:
             data = self.proposal.encode()
             object.__setattr__(self, "proposal_data", data)  # a cache: equality ignores it
-        return data, [p.encode() for p in self.prepares]
+        return data, list(self._prepares_data)
+
+    @cached_property
+    def _prepares_data(self) -> tuple[bytes, ...]:
+        return tuple(p.encode() for p in self.prepares)
 
     @classmethod
     def from_parts(cls, proposal_data: Any, prepares: Any) -> "PreparedCertificate":
@@ -392,6 +501,18 @@ class Decided:
         return [TAG_DECIDED, self.block.to_wire(), self.certificate.to_wire()]
 
     def encode(self) -> bytes:
+        """`codec.encode(self.to_wire())`, byte for byte, the block joined from
+        its txs' cached bytes (`_encoded_block`) when it can be."""
+        block = _encoded_block(self.block)
+        certificate = self.certificate.to_wire()
+        if block is not None and _nested_within(certificate, codec.MAX_DEPTH - 1):  # one level down
+            try:
+                data = b"".join([array_header(3), codec.encode(TAG_DECIDED), block, codec.encode(certificate)])
+            except (LedgerError, TypeError, ValueError):
+                pass  # the full encoder raises its own error
+            else:
+                if len(data) <= codec.MAX_MESSAGE_BYTES:
+                    return data
         return codec.encode(self.to_wire())
 
     @classmethod
@@ -412,10 +533,21 @@ _DECODERS: dict[int, Any] = {
 }
 
 
+_PROPOSAL_PREFIX = array_header(6) + bytes([TAG_PROPOSAL])
+
+
 def decode_message(data: bytes) -> Message:
-    """Decode one wire message; raise DecodeError or ValidationError if malformed."""
+    """Decode one wire message; raise DecodeError or ValidationError if malformed.
+
+    A canonical PROPOSAL takes `_decode_canonical_proposal` (same result, no
+    walk of its whole block); anything it does not vouch for, the general path.
+    """
     if not isinstance(data, (bytes, bytearray)) or len(data) > MAX_MESSAGE_BYTES:
         raise DecodeError("message is not bytes or is over %d bytes" % MAX_MESSAGE_BYTES)
+    if type(data) is bytes and data.startswith(_PROPOSAL_PREFIX):
+        proposal = _decode_canonical_proposal(data)
+        if proposal is not None:
+            return proposal
     wire = codec.decode(bytes(data), max_bytes=MAX_MESSAGE_BYTES)
     if (not isinstance(wire, list) or not wire or isinstance(wire[0], bool)
             or not isinstance(wire[0], int) or wire[0] not in _DECODERS):
@@ -424,6 +556,27 @@ def decode_message(data: bytes) -> Message:
         return _DECODERS[wire[0]].from_wire(wire)
     except (TypeError, ValueError, KeyError, IndexError) as exc:  # defensive: typed error only
         raise DecodeError("malformed message: %s" % exc) from exc
+
+
+def _decode_canonical_proposal(data: bytes) -> Proposal | None:
+    """`decode_message(data)` for a PROPOSAL whose bytes are canonical, without
+    walking its whole block through the canonical check; None when it cannot
+    vouch for `data` (then the general path decides, and raises what it raises).
+
+    `codec.decode` accepts exactly the bytes that are the canonical encoding of
+    what they unpack to. The proposal built from the unpacked wire re-encodes
+    (`_joined_encoding`: each tx's cached canonical bytes, joined) to the
+    canonical encoding of that same wire; if that equals `data`, `data` is
+    canonical and the general path would build this very proposal.
+    """
+    try:
+        wire = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
+        if type(wire) is not list or len(wire) != 6 or type(wire[0]) is not int or wire[0] != TAG_PROPOSAL:
+            return None
+        proposal = Proposal.from_wire(wire)
+    except Exception:  # noqa: BLE001 - not swallowed: the general path decides and raises
+        return None
+    return proposal if _joined_encoding(proposal) == data else None
 
 
 def sign(message: Any, key: PrivateKey, chain_id: str) -> Any:

@@ -13,17 +13,17 @@ before: it re-sends the stored bytes instead, or refuses.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
-
 from ledger import codec
-from ledger.errors import DecodeError, LedgerError
+from ledger.errors import DecodeError, EncodeError, LedgerError
 from ledger.hashing import ZERO_HASH
 from ledger.types import CommitCertificate, ValidatorSet
 
 from consensus.errors import ConsensusError
 from consensus.history import History
-from consensus.messages import PreparedCertificate
+from consensus.messages import PreparedCertificate, array_header
 
 STATE_VERSION = 4
 MAX_STATE_BYTES = 256 * 1024 * 1024  # local file, not a message: several whole blocks fit
@@ -38,6 +38,12 @@ class SignedRecord:
     height: int
     digest: bytes
     data: bytes
+
+    @cached_property
+    def encoded(self) -> bytes:
+        """Its canonical encoding inside `PersistedState` (computed once: a
+        record never changes, and the state is re-encoded on every flush)."""
+        return codec.encode([self.kind, self.view, self.height, self.digest, self.data], max_bytes=MAX_STATE_BYTES)
 
 
 @dataclass(frozen=True)
@@ -88,15 +94,30 @@ class PersistedState:
         return ((self.prepared,) if self.prepared is not None else ()) + self.prepared_above
 
     def encode(self) -> bytes:
-        # Not a network message: the guard records may hold several whole
-        # blocks, so the codec's per-message size limit does not apply here.
-        return codec.encode([
-            STATE_VERSION, self.view, self.view_active,
-            [[r.kind, r.view, r.height, r.digest, r.data] for r in self.signed],
-            [list(c.encoded_parts()) for c in self.certificates()],
-            [[v, h, d] for v, h, d in self.mandates],
-            list(self.new_view_floor),
-        ], max_bytes=MAX_STATE_BYTES)
+        """`codec.encode([STATE_VERSION, view, view_active, [[kind, view,
+        height, digest, data], …], [[proposal bytes, [prepare bytes, …]], …],
+        [[view, height, digest], …], [view, target]])`, byte for byte.
+
+        Incremental: a list encodes as its array header followed by each
+        item's own encoding, so the records' cached encodings are joined
+        (`SignedRecord.encoded`) instead of re-walking every record — and the
+        whole blocks a primary's proposal records hold — on every flush.
+        Not a network message: the guard records may hold several whole
+        blocks, so the codec's per-message size limit does not apply here.
+        """
+        def enc(value: Any) -> bytes:
+            return codec.encode(value, max_bytes=MAX_STATE_BYTES)
+
+        certificates = self.certificates()
+        data = b"".join([
+            array_header(7), enc(STATE_VERSION), enc(self.view), enc(self.view_active),
+            array_header(len(self.signed)), *[r.encoded for r in self.signed],
+            array_header(len(certificates)), *[enc(list(c.encoded_parts())) for c in certificates],
+            enc([[v, h, d] for v, h, d in self.mandates]), enc(list(self.new_view_floor)),
+        ])
+        if len(data) > MAX_STATE_BYTES:
+            raise EncodeError("encoding is %d bytes, limit %d" % (len(data), MAX_STATE_BYTES))
+        return data
 
     @classmethod
     def decode(cls, data: bytes) -> "PersistedState":

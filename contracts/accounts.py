@@ -10,14 +10,16 @@ suspends them; the engine reads them for every transaction. Records:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from contracts.errors import InvalidValue, NotPermitted, UnknownAccount
+from contracts.errors import BadNonce, InvalidValue, NotPermitted, UnknownAccount
 from contracts.state import StateView, key
 
 ROLES = frozenset({"payer", "provider", "auditor", "regulator", "patient_agent"})
 
 
+@functools.lru_cache(maxsize=16384, typed=True)  # hot: read for every transaction
 def account_key(public_key: bytes) -> bytes:
     return key("account", public_key)
 
@@ -54,22 +56,35 @@ def put_account(state: StateView, public_key: bytes, org: str, role: str, **extr
     state.put(account_key(public_key), record)
 
 
+@functools.lru_cache(maxsize=16384, typed=True)  # hot: read for every transaction
+def nonce_key(public_key: bytes) -> bytes:
+    return key("nonce", public_key)
+
+
 def next_nonce(state: StateView, public_key: bytes) -> int:
-    return state.get(key("nonce", public_key), 0) + 1
+    return state.get(nonce_key(public_key), 0) + 1
 
 
 def consume_nonce(state: StateView, public_key: bytes) -> None:
-    state.put(key("nonce", public_key), next_nonce(state, public_key))
+    state.put(nonce_key(public_key), next_nonce(state, public_key))
 
 
-def record_nonce(state: StateView, public_key: bytes, nonce: int) -> None:
-    """`consume_nonce` when the caller already read `nonce` = `next_nonce(...)`."""
-    state.put(key("nonce", public_key), nonce)
+def use_nonce(state: StateView, public_key: bytes, nonce: int) -> None:
+    """Record `nonce` as used (the engine's check of every sender).
+
+    Raises BadNonce unless it is exactly `next_nonce` (replays and gaps fail).
+    """
+    k = nonce_key(public_key)
+    expected = state.get_readonly(k, 0) + 1
+    if nonce != expected:
+        raise BadNonce("nonce %d, expected %d" % (nonce, expected))
+    state.put(k, expected)
 
 
 # -- permission hooks the engine calls for every transaction (governance sets them)
 
 
+@functools.lru_cache(maxsize=1024, typed=True)  # hot: read for every transaction
 def permission_key(tx_type: str) -> bytes:
     """`governance/permission/<tx type>` → sorted role list overriding the registry."""
     return key("governance", "permission", tx_type)

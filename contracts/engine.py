@@ -19,14 +19,16 @@ engine trusts the committed block's transactions to be client-signed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
+
+import msgpack
 
 from ledger import codec, merkle
 from ledger.types import Tx
 
 from contracts import accounts
 from contracts.errors import (
-    BadNonce, ContractError, MalformedTx, NotPermitted, UnknownTxType, WrongChain,
+    ContractError, MalformedTx, NotPermitted, UnknownTxType, WrongChain,
 )
 from contracts.state import Reader, StateView
 
@@ -76,8 +78,21 @@ class Registry:
 REGISTRY = Registry()
 
 
-@dataclass(frozen=True)
-class Receipt:
+# Packs a receipt's fixed fields. Shared, as `ledger.state` shares its packer:
+# packing bytes, a bool, a str or an array header runs no Python code, so one
+# call cannot interleave with another thread's.
+_PACKER = msgpack.Packer(use_bin_type=True)
+_RECEIPT_HEADER = _PACKER.pack_array_header(5)
+# A success, [32-byte hash, True, "ok", "", events], is constant around its hash.
+_SUCCESS_HEAD = _RECEIPT_HEADER + _PACKER.pack(bytes(32))[:-32]  # ‖ the bin 8 header of 32 bytes
+_SUCCESS_FIELDS = _PACKER.pack(True) + _PACKER.pack("ok") + _PACKER.pack("")
+_ARRAY_HEADERS = tuple(_PACKER.pack_array_header(n) for n in range(16))  # the fixarray headers
+
+
+class Receipt(NamedTuple):
+    """One transaction's result. A NamedTuple rather than a frozen dataclass:
+    as immutable, and built (once per transaction) at under half the cost."""
+
     tx_hash: bytes
     ok: bool
     code: str  # "ok" or the ContractError code
@@ -88,7 +103,33 @@ class Receipt:
         return [self.tx_hash, self.ok, self.code, self.message, list(self.events)]
 
     def encode(self) -> bytes:
-        return codec.encode(self.to_wire())
+        """`codec.encode(self.to_wire())`, built from its parts.
+
+        Canonical msgpack composes: an array is its header followed by its
+        items' encodings. The four fixed fields (bytes, bool, str, str) pack
+        as they are (a success's are constants around its hash), so only the
+        events take codec's canonical walk.
+        """
+        tx_hash, events = self.tx_hash, self.events
+        if self.ok is True and self.code == "ok" and self.message == "" and type(tx_hash) is bytes \
+                and len(tx_hash) == 32:
+            parts = [_SUCCESS_HEAD, tx_hash, _SUCCESS_FIELDS]
+        elif type(tx_hash) is bytes and type(self.ok) is bool and type(self.code) is str \
+                and type(self.message) is str:
+            pack = _PACKER.pack
+            try:
+                parts = [_RECEIPT_HEADER, pack(tx_hash), pack(self.ok), pack(self.code), pack(self.message)]
+            except ValueError:  # a str that is not UTF-8: codec raises its own error
+                return codec.encode(self.to_wire())
+        else:
+            return codec.encode(self.to_wire())
+        count = len(events)
+        parts.append(_ARRAY_HEADERS[count] if count < 16 else _PACKER.pack_array_header(count))
+        parts.extend(map(codec.encode, events))
+        data = b"".join(parts)
+        if len(data) > codec.MAX_MESSAGE_BYTES:
+            return codec.encode(self.to_wire())  # raises codec's EncodeError
+        return data
 
     @classmethod
     def from_wire(cls, wire: list[Any]) -> "Receipt":
@@ -100,6 +141,8 @@ class Receipt:
 class BlockResult:
     writes: dict[bytes, bytes | None]  # sorted by key; None deletes
     receipts: tuple[Receipt, ...]
+    # the values the block decoded (`StateView.decoded`): pass to the next `apply_block`
+    decoded: Mapping[bytes, tuple[bytes, Any]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def receipts_root(self) -> bytes:
@@ -118,10 +161,7 @@ def apply_tx(state: StateView, ctx: BlockContext, tx: Tx, registry: Registry) ->
         if tx.chain_id != ctx.chain_id:
             raise WrongChain("tx is for chain %r" % tx.chain_id)
         account = accounts.require_active_readonly(state, tx.sender)  # only read below
-        expected = accounts.next_nonce(state, tx.sender)
-        if tx.nonce != expected:
-            raise BadNonce("nonce %d, expected %d" % (tx.nonce, expected))
-        accounts.record_nonce(state, tx.sender, expected)
+        accounts.use_nonce(state, tx.sender, tx.nonce)
     except ContractError as exc:
         state.rollback(mark)
         return Receipt(tx_hash, False, exc.code, str(exc), ())
@@ -143,11 +183,17 @@ def apply_tx(state: StateView, ctx: BlockContext, tx: Tx, registry: Registry) ->
     return Receipt(tx_hash, True, "ok", "", tuple(state.take_events()))
 
 
-def apply_block(reader: Reader, ctx: BlockContext, txs: Iterable[Tx], registry: Registry | None = None) -> BlockResult:
-    """Execute `txs` in order over the committed state read through `reader`."""
+def apply_block(reader: Reader, ctx: BlockContext, txs: Iterable[Tx], registry: Registry | None = None,
+                known: Mapping[bytes, tuple[bytes, Any]] | None = None) -> BlockResult:
+    """Execute `txs` in order over the committed state read through `reader`.
+
+    `known`: the previous block's `BlockResult.decoded`, so that records it
+    read and this block reads unchanged are not decoded twice (a record is
+    taken only if its bytes are equal to what `reader` gives now).
+    """
     from contracts import modules  # noqa: F401  (registers every handler)
 
     table = registry if registry is not None else REGISTRY
-    state = StateView(reader, cache_reads=True)
+    state = StateView(reader, cache_reads=True, known=known)
     receipts = tuple(apply_tx(state, ctx, tx, table) for tx in txs)
-    return BlockResult(state.writes(), receipts)
+    return BlockResult(state.writes(), receipts, state.decoded())

@@ -13,7 +13,9 @@ regulator can prove a list is complete (count + every index).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
+
+import msgpack
 
 from ledger import codec
 from ledger.errors import LedgerError
@@ -63,12 +65,19 @@ class StateView:
     fetched once. Decoded records are remembered with the bytes they came from
     and handed out as fresh copies, so a handler that mutates what it read
     changes nothing it did not `put`.
+
+    `known` (what `apply_block` passes: the `decoded()` of the previous
+    block's view) offers values decoded earlier: one is taken when its bytes
+    equal the bytes read now, so a record a block does not change is not
+    decoded again in the next.
     """
 
-    def __init__(self, reader: Reader, *, cache_reads: bool = False) -> None:
+    def __init__(self, reader: Reader, *, cache_reads: bool = False,
+                 known: Mapping[bytes, tuple[bytes, Any]] | None = None) -> None:
         self._reader = reader
         self._read_cache: dict[bytes, bytes | None] | None = {} if cache_reads else None
         self._decoded: dict[bytes, tuple[bytes, Any]] = {}  # key -> (bytes, codec.decode(bytes))
+        self._known: Mapping[bytes, tuple[bytes, Any]] = {} if known is None else known
         self._writes: dict[bytes, Any] = {}  # key -> bytes | _DELETED
         self._journal: list[tuple[bytes, Any]] = []  # (key, previous overlay entry or missing)
         self._events: list[dict[str, Any]] = []
@@ -115,18 +124,25 @@ class StateView:
         entry = self._decoded.get(k)
         if entry is not None and entry[0] is raw:  # the very bytes decoded before
             return entry[1]
-        try:
-            value = codec.decode(raw)
-        except LedgerError as exc:  # committed state is ours: corruption is a bug
-            raise RuntimeError("corrupt state value at %r" % k) from exc
+        entry = self._known.get(k)
+        if entry is not None and entry[0] == raw:  # equal bytes, decoded by an earlier view
+            value = entry[1]
+        else:
+            try:
+                value = codec.decode(raw)
+            except LedgerError as exc:  # committed state is ours: corruption is a bug
+                raise RuntimeError("corrupt state value at %r" % k) from exc
         self._decoded[k] = (raw, value)
         return value
 
     def put(self, k: bytes, value: Any) -> None:
-        try:
-            raw = codec.encode(value)
-        except LedgerError as exc:
-            raise InvalidValue("cannot store value: %s" % exc) from exc
+        if type(value) is int and codec.INT_MIN <= value <= codec.INT_MAX:
+            raw = _pack_int(value)  # balances, nonces, counters: no generic walk
+        else:
+            try:
+                raw = codec.encode(value)
+            except LedgerError as exc:
+                raise InvalidValue("cannot store value: %s" % exc) from exc
         self.put_bytes(k, raw)
         if type(value) in _DECODES_TO_ITSELF:  # decode(raw) would give an equal value of the same type
             self._decoded[k] = (raw, value)
@@ -182,9 +198,18 @@ class StateView:
         """The write set, sorted by key, deletes as None."""
         return {k: (None if v is _DELETED else v) for k, v in sorted(self._writes.items())}
 
+    def decoded(self) -> Mapping[bytes, tuple[bytes, Any]]:
+        """Every value this view decoded (or stored), as key -> (bytes, value):
+        the `known` of a later view. Not to be mutated."""
+        return self._decoded
+
 
 _MISSING = object()
 _EVENT = object()
+# msgpack writes an int in its shortest form: `codec.encode`'s canonical form
+# of an in-range int. Shared, as `ledger.state` shares its packer: packing an
+# int runs no Python code, so one call cannot interleave with another thread's.
+_pack_int = msgpack.Packer(use_bin_type=True).pack
 # exact types whose canonical encoding decodes to an equal value of the same
 # type (not subclasses: an IntEnum decodes to a plain int)
 _DECODES_TO_ITSELF = (int, bool, str, bytes, type(None))

@@ -3,6 +3,8 @@ contracts land: `transfer` moves integer cents between accounts."""
 
 from __future__ import annotations
 
+import functools
+
 from ledger.types import Tx
 
 from contracts.engine import REGISTRY, BlockContext
@@ -12,6 +14,7 @@ from contracts.state import StateView, key
 MAX_AMOUNT = 2**62
 
 
+@functools.lru_cache(maxsize=16384, typed=True)  # hot: read for every transaction
 def balance_key(public_key: bytes) -> bytes:
     return key("balance", public_key)
 

@@ -200,6 +200,10 @@ def decode(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
     data = bytes(data)
     if len(data) > max_bytes:
         raise DecodeError("message is %d bytes, limit %d" % (len(data), max_bytes))
+    if 0 < len(data) <= 9:  # a state value such as a nonce or a balance: no msgpack round trip
+        number = _small_uint(data)
+        if number is not None:
+            return number
     # Fast path: maps built in C (no pairs hook), then the canonical re-encode.
     # It accepts exactly what `_decode_reference` accepts: a duplicate key
     # leaves a smaller map whose re-encoding cannot equal `data`, an
@@ -213,6 +217,23 @@ def decode(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
     except Exception:  # noqa: BLE001 — not swallowed: the reference path below decides and raises
         pass
     return _decode_reference(data, max_bytes)
+
+
+# msgpack's uint forms: type byte -> (encoded length, smallest value that needs it)
+_UINT_FORMS = {0xCC: (2, 0x80), 0xCD: (3, 0x100), 0xCE: (5, 0x1_0000), 0xCF: (9, 0x1_0000_0000)}
+
+
+def _small_uint(data: bytes) -> int | None:
+    """`data` as a non-negative int if it is exactly one in canonical form
+    (a positive fixint, or the shortest uint form that holds it), else None."""
+    first = data[0]
+    if first < 0x80:
+        return first if len(data) == 1 else None
+    form = _UINT_FORMS.get(first)
+    if form is None or len(data) != form[0]:
+        return None
+    number = int.from_bytes(data[1:], "big")
+    return number if number >= form[1] else None
 
 
 def _decode_reference(data: bytes, max_bytes: int) -> Any:
@@ -243,3 +264,59 @@ def _decode_reference(data: bytes, max_bytes: int) -> Any:
 
 def _reject_ext(code: int, data: bytes) -> Any:
     raise DecodeError("msgpack extension type %d is not allowed" % code)
+
+
+# ---------------------------------------------- pieces for direct decoders
+#
+# A decoder of one fixed layout (`ledger.types.Tx._decode_direct`) may skip
+# `decode`'s generic walk when it proves canonical form itself: `parse` the
+# bytes, check the shape, `packs_canonically` on the parts it did not check,
+# and `pack_as_is(value) == data`. Whatever it does not accept goes to
+# `decode`, which decides (and raises) as always.
+
+
+def parse(data: bytes) -> Any:
+    """`data` parsed as `decode` parses it (arrays as lists, any map keys,
+    extension types refused) but NOT checked for canonical form.
+
+    Raises whatever msgpack raises on bad input (many types): callers treat
+    any exception as "not mine" and use `decode`.
+    """
+    return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False, ext_hook=_reject_ext)
+
+
+def pack_as_is(value: Any) -> bytes:
+    """msgpack bytes of `value` as it stands (maps in their own order): the
+    canonical encoding only when `packs_canonically(value)`. Raises what msgpack raises."""
+    return _pack(value)
+
+
+def packs_canonically(value: Any, depth: int = 0) -> bool:
+    """Whether `value`, at nesting `depth`, packs as it stands to its canonical
+    encoding (what `encode`'s fast walk says by returning `value` itself).
+
+    A flat map of ASCII str keys and scalar values (a typical tx body) is
+    checked here; anything else by the fast walk. Never raises: a value
+    `encode` would refuse is simply not canonical.
+    """
+    if type(value) is dict and depth < MAX_DEPTH:
+        previous_length = -1
+        previous = ""
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii():
+                break
+            length = len(key)
+            # packed ASCII str keys sort as (length, key): see the fast walk above
+            if length < previous_length or (length == previous_length and key <= previous):
+                return False
+            previous_length, previous = length, key
+            kind = type(item)
+            if not (kind is bytes or kind is str or kind is bool or item is None
+                    or (kind is int and INT_MIN <= item <= INT_MAX)):
+                break
+        else:
+            return True
+    try:
+        return _fast(value, depth) is value
+    except (LedgerError, TypeError, ValueError, OverflowError, RecursionError):
+        return False

@@ -128,8 +128,25 @@ class Tx:
         )
 
     @classmethod
-    def decode(cls, data: bytes) -> "Tx":
+    def decode(cls, data: bytes, digest: bytes | None = None) -> "Tx":
         """Decode and validate a tx's bytes (not its signature).
+
+        `digest`: `sha256(data)` when the caller computed it already (kept as
+        the tx's hash). Tries `_decode_direct` first and takes the reference
+        path (`_decode_reference`) for whatever it does not accept, so results
+        and errors are the reference's (tests/ledger/test_types.py checks both).
+        Raises DecodeError or ValidationError; oversize input is refused before parsing.
+        """
+        tx = cls._decode_direct(data) if type(data) is bytes else None
+        if tx is None:
+            tx = cls._decode_reference(data)
+        if digest is not None:
+            tx.__dict__["hash"] = digest
+        return tx
+
+    @classmethod
+    def _decode_reference(cls, data: bytes) -> "Tx":
+        """`decode` by the generic path: canonical decode, then `from_wire`.
 
         Raises DecodeError or ValidationError; oversize input is refused before parsing.
         """
@@ -145,6 +162,57 @@ class Tx:
         start = 1 + len(codec.encode(tx.chain_id))
         tx.__dict__["_encoded"] = raw
         tx.__dict__["_signing_payload"] = b"\x94" + raw[start:len(raw) - _SIGNATURE_WIRE_BYTES]
+        return tx
+
+    @classmethod
+    def _decode_direct(cls, data: bytes) -> "Tx | None":
+        """`decode` of the usual tx, or None: the reference path then decides.
+
+        Accepts only what the reference accepts, as the same Tx: msgpack's
+        parse (`codec.parse`, as `codec.decode` parses) must give exactly the
+        six fields `from_wire` accepts, the body must pack canonically as it
+        stands, and packing the parsed array as it stands must give `data`
+        back, which is `codec.decode`'s canonical-form test. It skips the
+        generic walk over the whole array, `from_wire`'s checks and its
+        `KNOWN_TXS` lookup (a miss for any tx not already pooled), and the
+        dataclass `__init__`. Raises nothing.
+        """
+        if len(data) > MAX_TX_BYTES:
+            return None
+        try:
+            wire = codec.parse(data)
+        except Exception:  # noqa: BLE001 — not swallowed: the reference path parses again and raises
+            return None
+        if type(wire) is not list or len(wire) != 6:
+            return None
+        chain_id, sender, nonce, tx_type, body, signature = wire
+        if not (type(chain_id) is str and 0 < len(chain_id) <= 64
+                and type(sender) is bytes and len(sender) == PUBLIC_KEY_BYTES
+                and type(nonce) is int and 0 <= nonce <= U64_MAX
+                and type(tx_type) is str and 0 < len(tx_type) <= MAX_TX_TYPE_LENGTH
+                and type(body) is dict
+                and type(signature) is bytes and len(signature) == SIGNATURE_BYTES):
+            return None
+        if not codec.packs_canonically(body, 1) or codec.pack_as_is(wire) != data:
+            return None
+        # the signing payload: 0x94 ‖ the bytes between the chain id and the
+        # signature (see `_decode_reference`); a str of n UTF-8 bytes packs
+        # with a 1-byte header up to 31 bytes, 2 up to 255, 3 beyond
+        size = len(chain_id) if chain_id.isascii() else len(chain_id.encode())
+        start = 1 + size + (1 if size < 32 else 2 if size < 256 else 3)
+        # the fields are checked: fill the instance as the frozen dataclass's
+        # `__init__` would (it has no `__post_init__`), without its per-field
+        # `object.__setattr__`
+        tx = object.__new__(cls)
+        fields = tx.__dict__
+        fields["chain_id"] = chain_id
+        fields["sender"] = sender
+        fields["nonce"] = nonce
+        fields["type"] = tx_type
+        fields["body"] = body
+        fields["signature"] = signature
+        fields["_encoded"] = data
+        fields["_signing_payload"] = b"\x94" + data[start:len(data) - _SIGNATURE_WIRE_BYTES]
         return tx
 
 

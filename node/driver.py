@@ -81,7 +81,9 @@ def guard_slot_paths(path: str) -> tuple[str, str]:
 
 def encode_guard_record(sequence: int, payload: bytes) -> bytes:
     head = GUARD_MAGIC + struct.pack(">QI", sequence, len(payload))
-    return head + hashlib.sha256(head + payload).digest() + payload
+    digest = hashlib.sha256(head)
+    digest.update(payload)  # no copy of the payload just to hash it
+    return b"".join([head, digest.digest(), payload])
 
 
 def decode_guard_record(raw: bytes) -> tuple[int, bytes] | None:
@@ -402,7 +404,7 @@ class Driver:
                     evidence_listener(effect)
 
     async def _save_guard(self, state: bytes) -> None:
-        if self.executor is not None:
+        if self.executor is not None and _PROPOSAL_KIND in state:  # else nothing to trim (see there)
             state = trim_guard_state(state, self.executor.height)  # blocks durable on disk
         # On the event loop, not in a worker thread: a save is one pwrite + one
         # fdatasync (~1–3 ms here), while a worker-thread round trip waits twice

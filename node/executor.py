@@ -19,7 +19,7 @@ whatever software version or restart history it has.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from contracts.engine import BlockContext, Receipt, apply_block
 from contracts.governance import VALIDATORS_PENDING_KEY
@@ -56,6 +56,8 @@ class Executor:
         self.store = BlockStore(kv)
         self.tree = StateTree(kv, namespace=STATE_NAMESPACE)
         self.listeners: list[Callable[[Block, Executed], None]] = []
+        # values the last block decoded, offered to the next (`apply_block`'s `known`)
+        self._decoded: Mapping[bytes, tuple[bytes, Any]] = {}
 
     # ------------------------------------------------------------- genesis
 
@@ -109,11 +111,11 @@ class Executor:
             raise ExecutionError("block %d does not extend our chain" % block.height)
         header = block.header
         ctx = BlockContext(self.chain_id, header.height, header.time, header.proposer)
-        result = apply_block(self.tree.get_latest, ctx, block.txs)
-        batch = WriteBatch()
+        result = apply_block(self.tree.get_latest, ctx, block.txs, known=self._decoded)
+        self._decoded = result.decoded
         try:
-            app_hash, tree_batch = self.tree.prepare(block.height, result.writes)
-            batch.merge(tree_batch)
+            # the tree's batch is the block's: the store adds its rows to it
+            app_hash, batch = self.tree.prepare(block.height, result.writes)
             # = result.receipts_root, with each receipt encoded once for the root and the store
             encoded_receipts = [receipt.encode() for receipt in result.receipts]
             receipts_root = merkle.root(encoded_receipts)

@@ -157,9 +157,17 @@ class NodeMetrics:
     # -- commit latency: admission time per tx hash, bounded
     def observe_admitted(self, tx_hash: bytes, now: float | None = None) -> None:
         """Remember when this node admitted `tx_hash` (for commit latency)."""
-        self._admitted[tx_hash] = time.monotonic() if now is None else now
-        while len(self._admitted) > MAX_TRACKED_TXS:
-            self._admitted.popitem(last=False)
+        self.observe_admitted_many([tx_hash], now)
+
+    def observe_admitted_many(self, tx_hashes: list[bytes], now: float | None = None) -> None:
+        """Remember that this node admitted `tx_hashes` at `now` (one clock
+        reading for a whole verified batch)."""
+        admitted = self._admitted
+        now = time.monotonic() if now is None else now
+        for tx_hash in tx_hashes:
+            admitted[tx_hash] = now
+        while len(admitted) > MAX_TRACKED_TXS:
+            admitted.popitem(last=False)
 
     def observe_committed(self, tx_hashes: list[bytes], now: float | None = None) -> None:
         """Observe submit→commit latency for the committed txs this node admitted."""
@@ -287,8 +295,8 @@ class RuntimeCollector:
     The runtime keeps plain counters (`counters()`) and a `NodeService`
     status; `refresh()` copies them into Prometheus form right before each
     scrape. `attach()` hooks commits (block interval, total txs, commit
-    latency) and mempool admissions when the runtime exposes
-    `driver.on_commit` and `mempool.on_admitted`.
+    latency) and mempool admissions (once per verified batch) when the
+    runtime exposes `driver.on_commit` and `mempool.on_batch_done`.
     """
 
     def __init__(self, runtime: Any, metrics: NodeMetrics,
@@ -304,14 +312,15 @@ class RuntimeCollector:
         if driver is not None and isinstance(getattr(driver, "on_commit", None), list):
             driver.on_commit.append(self._on_commit)
         mempool = getattr(self.runtime, "mempool", None)
-        if mempool is not None and callable(getattr(mempool, "on_admitted", None)):
-            forward = mempool.on_admitted
+        if mempool is not None and callable(getattr(mempool, "on_batch_done", None)):
+            forward = mempool.on_batch_done
 
-            def on_admitted(tx: Any, raw: bytes, source: bytes | None) -> None:
-                self.metrics.observe_admitted(tx.hash, self.clock())
-                forward(tx, raw, source)
+            def on_batch_done(admitted: list[Any]) -> None:
+                if admitted:  # a tx's hash is known from admission (no re-hash)
+                    self.metrics.observe_admitted_many([tx.hash for tx in admitted], self.clock())
+                forward(admitted)
 
-            mempool.on_admitted = on_admitted
+            mempool.on_batch_done = on_batch_done
 
     def _on_commit(self, block: Any, certificate: Any, executed: Any) -> None:
         m = self.metrics

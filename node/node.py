@@ -284,19 +284,34 @@ class NodeRuntime(HistoryService):  # [observer] HistoryService: proof methods (
         whole verified batch as one frame per peer (not one frame per tx)."""
         self._gossip_out.append((raw, source))
 
-    def _flush_gossip(self) -> None:
+    def _flush_gossip(self, admitted: list[Tx] | None = None) -> None:
+        """`Mempool.on_batch_done`: send what `_gossip_tx` queued, to every
+        validator peer but each tx's source (`admitted` is not needed here).
+
+        Peers that are no tx's source get the same frames: encoded once."""
         out, self._gossip_out = self._gossip_out, []
         if not out:
             return
+        sources = {source for _, source in out}
+        shared: list[tuple[int, bytes]] | None = None
         for key in list(self.p2p.peers):
             if key not in self.validator_node_keys:
                 continue  # observers never propose
-            raws = [raw for raw, source in out if source != key]
-            if len(raws) == 1:
-                self.p2p.send(key, CHANNEL_TX, raws[0])
-            elif raws:
-                for chunk in chunk_tx_batch(raws):
-                    self.p2p.send(key, CHANNEL_TX_BATCH, encode_tx_batch(chunk))
+            if key in sources:
+                frames = self._gossip_frames([raw for raw, source in out if source != key])
+            else:
+                if shared is None:
+                    shared = self._gossip_frames([raw for raw, _ in out])
+                frames = shared
+            for channel, payload in frames:
+                self.p2p.send(key, channel, payload)
+
+    @staticmethod
+    def _gossip_frames(raws: list[bytes]) -> list[tuple[int, bytes]]:
+        """(channel, payload) frames carrying `raws`: one tx alone, or batches."""
+        if len(raws) == 1:
+            return [(CHANNEL_TX, raws[0])]
+        return [(CHANNEL_TX_BATCH, encode_tx_batch(chunk)) for chunk in chunk_tx_batch(raws)] if raws else []
 
     async def _on_gossiped_tx(self, peer: bytes, channel: int, payload: bytes) -> None:
         self.mempool.submit_nowait(payload, source=peer)
@@ -371,6 +386,15 @@ class NodeRuntime(HistoryService):  # [observer] HistoryService: proof methods (
         block = Block.decode(raw)
         return {"height": height, "hash": block.hash.hex(), "header": header_json(block.header),
                 "txs": [tx.encode().hex() for tx in block.txs], "encoded": raw.hex()}
+
+    def block_tx_hashes(self, height: int) -> dict[str, Any] | None:
+        """`block` with each tx's hash (hex, block order) instead of its bytes:
+        a follower's answer (GET /blocks/{h}?txs=hashes) without the tx hex."""
+        block = self.store.block(height)
+        if block is None:
+            return None
+        return {"height": height, "hash": block.hash.hex(), "header": header_json(block.header),
+                "tx_hashes": [tx.hash.hex() for tx in block.txs]}
 
     def commit(self, height: int) -> dict[str, Any] | None:
         block, cert = self.store.block(height), self.store.certificate(height)

@@ -11,6 +11,8 @@ Routes (JSON unless said; bytes as lowercase hex; errors are
 | GET  /validators              | {"height", "validators": [{"name", "public_key"}], "quorum"}     |
 | GET  /genesis                 | the genesis document                                             |
 | GET  /blocks/{height}         | block or 404 "not_found"; 400 "bad_height"                       |
+|   …?wait_ms=W                 | long poll: not committed yet → wait up to W ms (0..10000, default 0) for it, then answer as usual; 400 "bad_wait_ms" (a service without `wait_for_height` answers at once) |
+|   …?txs=hashes                | {"height", "hash", "header", "tx_hashes": [hex]}: the txs' hashes instead of "txs"/"encoded" (default txs=raw); 400 "bad_query" |
 | GET  /commit/{height}         | header + certificate or 404 / 400                                |
 | POST /tx                      | body: raw tx bytes (application/octet-stream) or {"tx": hex}; 200 {"hash"}; 400 {"error": TxRejected.reason, "detail"}; 413 "oversize"; 503 "read_only" (observers) or "mempool_full" |
 | POST /txs                     | body: msgpack array of raw txs (application/msgpack), ≤ 4096; 200 {"results": [{"hash"} or {"error", "detail"} per tx, in order]}; 400 "malformed"; 413; 503 "read_only" |
@@ -37,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ledger.hashing import sha256
 from node.config import NodeConfig
 from node.metrics import serve_asgi
 from node.rpc_observer import observer_routes  # [observer] history/proof/explorer routes
@@ -50,6 +53,9 @@ API_VERSION = "1"
 _UNAVAILABLE_REASONS = frozenset({"read_only", "mempool_full"})
 MAX_BATCH_TXS = 4096  # txs per POST /txs
 MAX_BATCH_BODY_FACTOR = 8  # POST /txs body limit: this many times max_body_bytes
+MAX_WAIT_MS = 10_000  # GET /blocks/{h}?wait_ms= ceiling: a long poll holds a connection at most this long
+BLOCK_TX_FORMS = ("raw", "hashes")  # GET /blocks/{h}?txs=
+CLIENT_CLOSED = 499  # status of the answer to a client that left during a long poll (nobody reads it)
 
 
 def _error(status: int, error: str, detail: str = "") -> JSONResponse:
@@ -57,7 +63,7 @@ def _error(status: int, error: str, detail: str = "") -> JSONResponse:
 
 
 def _parse_height(text: str) -> int | None:
-    if not text.isdigit() or len(text) > 20:
+    if not (text.isascii() and text.isdigit()) or len(text) > 20:
         return None
     height = int(text)
     return height if height >= 1 else None
@@ -70,6 +76,43 @@ def _parse_hex(text: str, max_chars: int, exact: int | None = None) -> bytes | N
         return bytes.fromhex(text)
     except ValueError:
         return None
+
+
+def _parse_wait_ms(text: str | None) -> int | None:
+    """?wait_ms: milliseconds 0..MAX_WAIT_MS, absent = 0; None if not such an integer."""
+    if text is None:
+        return 0
+    if not (text.isascii() and text.isdigit()) or len(text) > 6:
+        return None
+    wait_ms = int(text)
+    return wait_ms if wait_ms <= MAX_WAIT_MS else None
+
+
+async def _cancel_on_disconnect(receive: Callable[[], Any], scope: trio.CancelScope, left: list[bool]) -> None:
+    """Cancel `scope` once the client goes away (ASGI "http.disconnect"), noting it in `left`."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    left.append(True)
+    scope.cancel()
+
+
+async def _wait_for_block(request: Request, wait: Callable[[int], Any], height: int, wait_ms: int) -> bool:
+    """Wait until block `height` is committed, `wait_ms` pass, or the client
+    leaves, whichever comes first; True if the client left.
+
+    `wait` is the service's `wait_for_height` (woken by commits, no polling).
+    A height far above the tip just runs out the clock: the wait is bounded by
+    `wait_ms` whatever the height, and the disconnect watcher ends it early so
+    a client that hangs up leaves no task behind (hypercorn does not cancel a
+    handler when its connection closes; it waits for it).
+    """
+    left: list[bool] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_cancel_on_disconnect, request.receive, nursery.cancel_scope, left)
+        with trio.move_on_after(wait_ms / 1000):
+            await wait(height)
+        nursery.cancel_scope.cancel()
+    return bool(left)
 
 
 def _parse_bool(text: str | None) -> bool | None:
@@ -137,8 +180,40 @@ def create_app(service: NodeService, *, read_only: bool = False, max_body_bytes:
             return _error(404, "not_found", "no %s at height %d" % (what, height))
         return JSONResponse(found)
 
+    def _block_tx_hashes(height: int) -> dict[str, Any] | None:
+        """service.block_tx_hashes, or (a service without it) derived from service.block."""
+        method = getattr(service, "block_tx_hashes", None)
+        if method is not None:
+            return method(height)
+        found = service.block(height)
+        if found is None:
+            return None
+        light = {key: value for key, value in found.items() if key not in ("txs", "encoded")}
+        light["tx_hashes"] = [sha256(bytes.fromhex(raw)).hex() for raw in found.get("txs", [])]
+        return light
+
     async def block(request: Request) -> Response:
-        return _at_height(request, service.block, "block")
+        # ?wait_ms= long-polls (one request per new block instead of polling for
+        # 404s); ?txs=hashes leaves out the tx bytes (a commit follower's form).
+        height = _parse_height(request.path_params["height"])
+        if height is None:
+            return _error(400, "bad_height", "height must be a positive integer")
+        wait_ms = _parse_wait_ms(request.query_params.get("wait_ms"))
+        if wait_ms is None:
+            return _error(400, "bad_wait_ms", "wait_ms must be an integer 0..%d (milliseconds)" % MAX_WAIT_MS)
+        form = request.query_params.get("txs", "raw")
+        if form not in BLOCK_TX_FORMS:
+            return _error(400, "bad_query", "txs must be raw or hashes")
+        lookup = service.block if form == "raw" else _block_tx_hashes
+        found = lookup(height)
+        wait = getattr(service, "wait_for_height", None)  # a service without it answers at once
+        if found is None and wait_ms and wait is not None:
+            if await _wait_for_block(request, wait, height, wait_ms):
+                return Response(status_code=CLIENT_CLOSED)
+            found = lookup(height)
+        if found is None:
+            return _error(404, "not_found", "no block at height %d" % height)
+        return JSONResponse(found)
 
     async def commit(request: Request) -> Response:
         return _at_height(request, service.commit, "commit")
@@ -343,7 +418,15 @@ OPENAPI: dict[str, Any] = {
         "/net_info": _get("Peers", "peers"),
         "/validators": _get("Validator set", "validators"),
         "/genesis": _get("Genesis document", "genesis"),
-        "/blocks/{height}": _get("Block at a height", "block", parameters=[_HEIGHT], errors=(400, 404)),
+        "/blocks/{height}": _get("Block at a height", "block", parameters=[
+            _HEIGHT,
+            {"name": "wait_ms", "in": "query", "required": False,
+             "schema": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_MS, "default": 0},
+             "description": "long poll: if the block is not committed yet, wait up to this many ms for it"},
+            {"name": "txs", "in": "query", "required": False,
+             "schema": {"type": "string", "enum": list(BLOCK_TX_FORMS), "default": "raw"},
+             "description": "hashes: \"tx_hashes\" (hex, block order) instead of \"txs\" and \"encoded\""}],
+            errors=(400, 404)),
         "/commit/{height}": _get("Header and commit certificate", "commit", parameters=[_HEIGHT],
                                  errors=(400, 404)),
         "/tx": {"post": {

@@ -59,6 +59,19 @@ class NodeService(Protocol):
     def block(self, height: int) -> dict[str, Any] | None:
         """{"height", "hash", "header": {...}, "txs": [hex], "encoded": hex} or None."""
 
+    def block_tx_hashes(self, height: int) -> dict[str, Any] | None:
+        """The light form of `block` (GET /blocks/{h}?txs=hashes): {"height", "hash",
+        "header": {...}, "tx_hashes": [hex]} or None. Each hash is `Tx.hash` (what
+        GET /tx/{hash} accepts), in block order: no tx bytes to build or ship."""
+
+    async def wait_for_height(self, height: int) -> None:
+        """Return once block `height` is committed (at once if it already is).
+
+        Woken by the driver's commit notification, never by polling. Takes no
+        timeout: the caller bounds it (`trio.move_on_after`), and a cancelled
+        wait leaves nothing behind. Raises nothing of its own.
+        """
+
     def commit(self, height: int) -> dict[str, Any] | None:
         """{"height", "header": {...}, "certificate": {...}, "encoded_header": hex,
         "encoded_certificate": hex} or None."""

@@ -153,15 +153,22 @@ class BlockStore:
         batch.put(_P + b"C" + h, certificate.encode())
         if encoded_receipts is None or len(encoded_receipts) != len(receipts):
             encoded_receipts = [receipt.encode() for receipt in receipts]
+        put = batch.put
+        receipt_prefix = _P + b"R" + h
         for index, raw in enumerate(encoded_receipts):
-            batch.put(_P + b"R" + h + _U32.pack(index), raw)
+            put(receipt_prefix + _U32.pack(index), raw)
         batch.put(_P + b"A" + h, codec.encode([app_hash, receipts_root]))
         batch.put(_P + b"H" + block.hash, h)
         # receipt i is tx i's and carries its hash: no second encode + sha256 per tx
         hashes = ([r.tx_hash for r in receipts] if len(receipts) == len(block.txs)
                   else [tx.hash for tx in block.txs])
+        # `codec.encode([height, index])` composed (as `encode_block`): the
+        # 2-array header and the height once, then each index as msgpack packs
+        # an int (its shortest form, the canonical one)
+        packer = msgpack.Packer(use_bin_type=True)
+        location_head = packer.pack_array_header(2) + codec.encode(block.height)
         for index, tx_hash in enumerate(hashes):
-            batch.put(_P + b"X" + tx_hash, codec.encode([block.height, index]))
+            put(_P + b"X" + tx_hash, location_head + packer.pack(index))
         peaks = [[size, digest] for size, digest in history.peaks]
         batch.put(_P + b"tip", codec.encode([block.height, block.hash, block.header.time, history.size, peaks]))
 

@@ -14,8 +14,10 @@
    ahead). A rejected transaction stops its account (its later nonces could
    never commit). A node that fails to answer is skipped for
    the next one (the same tx is retried there).
-4. Follows commits by reading each new block from the first reachable node,
-   for up to `--settle` seconds after the window.
+4. Follows commits with one long poll per block on the first reachable node
+   (`GET /blocks/{next}?wait_ms=…&txs=hashes`: answered when the block
+   commits, with its txs' hashes only), for up to `--settle` seconds after
+   the window.
 
 Ends with exactly one line on stdout:
 `submitted=… committed=… rejected=… tx_per_s=… p50_ms=… p99_ms=…`
@@ -51,7 +53,8 @@ DEFAULT_WINDOW = 48  # below the mempool's default nonce_window of 64
 DEFAULT_MAX_TXS = 20_000
 DEFAULT_BATCH = 64  # txs per POST /txs request (1 = one POST /tx per tx)
 POLL_S = 0.02
-FOLLOW_POLL_S = 0.01  # between GET /blocks/{next} polls that found no new block
+FOLLOW_WAIT_MS = 2000  # GET /blocks/{next}?wait_ms=: the node answers when the block commits, or 404 after this
+FOLLOW_POLL_S = 0.01  # pause after a 404 that came back early (a node that does not long-poll)
 RETRY_S = 0.05
 
 
@@ -312,43 +315,95 @@ def _reason(response: httpx.Response) -> str:
 
 async def follow_commits(client: httpx.AsyncClient, nodes: list[str], accounts: list[Account], stats: Stats,
                          start_height: int, done: trio.Event, progress: Any, task: Any) -> None:
-    """Read every new block and mark our transactions committed."""
-    by_sender = {a.key.public_key: a for a in accounts}
+    """Read every new block (until `done`) and mark our transactions committed."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_cancel_when_set, done, nursery.cancel_scope)  # don't sit out a long poll
+        await _follow_blocks(client, nodes, accounts, stats, start_height, progress, task)
+
+
+async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
+async def _follow_blocks(client: httpx.AsyncClient, nodes: list[str], accounts: list[Account], stats: Stats,
+                         start_height: int, progress: Any, task: Any) -> None:
+    """One long poll per block: `?wait_ms=` answers when block `height + 1`
+    commits (no 404 polling), `?txs=hashes` without the tx bytes (no hex to
+    build, parse or re-hash). A node that fails moves us to the next one."""
     by_hash = {tx_hash: (a, nonce) for a in accounts for _, tx_hash, nonce in a.txs}
+    by_sender = {a.key.public_key: a for a in accounts}
     height = start_height
     node_index = 0
-    while not done.is_set():
+    while True:
         url = nodes[node_index % len(nodes)]
+        asked = trio.current_time()
         try:
-            # Ask for the next block itself (404 until it exists): one round trip
-            # from commit to seeing it, not a /status poll and then a fetch.
-            while not done.is_set():
-                response = await client.get("%s/blocks/%d" % (url, height + 1))
-                if response.status_code != 200:
-                    break
-                now = trio.current_time()
-                for raw_hex in response.json().get("txs", []):
-                    raw = bytes.fromhex(raw_hex)
-                    tx_hash = sha256(raw)
-                    sent = stats.submit_time.pop(tx_hash, None)
-                    if sent is not None and tx_hash not in stats.committed_hashes:
-                        stats.committed_hashes.add(tx_hash)
-                        stats.committed += 1
-                        stats.latencies_ms.append((now - sent) * 1000)
-                        stats.last_commit = now
-                        progress.update(task, advance=1)
-                    owner = by_hash.get(tx_hash)
-                    if owner is not None:
-                        owner[0].committed_nonce = max(owner[0].committed_nonce, owner[1])
-                    else:
-                        tx = Tx.decode(raw)
-                        account = by_sender.get(tx.sender)
-                        if account is not None:
-                            account.committed_nonce = max(account.committed_nonce, tx.nonce)
-                height += 1
-        except (httpx.HTTPError, ValueError, KeyError):
+            response = await client.get("%s/blocks/%d" % (url, height + 1),
+                                        params={"wait_ms": FOLLOW_WAIT_MS, "txs": "hashes"})
+            if response.status_code == 404:
+                if trio.current_time() - asked < FOLLOW_WAIT_MS / 2000:
+                    await trio.sleep(FOLLOW_POLL_S)  # answered without waiting: don't spin on it
+                continue
+            response.raise_for_status()
+            hashes = _tx_hashes(response.json())
+            foreign = mark_committed(hashes, by_hash, stats, trio.current_time(), progress, task)
+            if foreign:
+                await _track_foreign_nonces(client, url, height + 1, foreign, by_sender)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
             node_index += 1  # try the next node
-        await trio.sleep(FOLLOW_POLL_S)
+            await trio.sleep(FOLLOW_POLL_S)
+            continue
+        height += 1
+
+
+def _tx_hashes(block: dict[str, Any]) -> list[bytes]:
+    """The tx hashes of a GET /blocks/{h} answer: its "tx_hashes", or (a node
+    that ignores ?txs=hashes) the hashes of its raw "txs". Raises ValueError, KeyError."""
+    if "tx_hashes" in block:
+        return [bytes.fromhex(text) for text in block["tx_hashes"]]
+    return [sha256(bytes.fromhex(text)) for text in block["txs"]]
+
+
+def mark_committed(hashes: list[bytes], by_hash: dict[bytes, tuple[Account, int]], stats: Stats, now: float,
+                   progress: Any, task: Any) -> list[int]:
+    """Count our txs among one block's `hashes` committed and move their
+    accounts' committed nonces; return the positions of the txs not ours.
+
+    Every tx this run signed is in `by_hash`, so our own txs need no decoding.
+    """
+    foreign: list[int] = []
+    for index, tx_hash in enumerate(hashes):
+        sent = stats.submit_time.pop(tx_hash, None)
+        if sent is not None and tx_hash not in stats.committed_hashes:
+            stats.committed_hashes.add(tx_hash)
+            stats.committed += 1
+            stats.latencies_ms.append((now - sent) * 1000)
+            stats.last_commit = now
+            progress.update(task, advance=1)
+        owner = by_hash.get(tx_hash)
+        if owner is None:
+            foreign.append(index)
+        else:
+            owner[0].committed_nonce = max(owner[0].committed_nonce, owner[1])
+    return foreign
+
+
+async def _track_foreign_nonces(client: httpx.AsyncClient, url: str, height: int, foreign: list[int],
+                                by_sender: dict[bytes, Account]) -> None:
+    """A tx we did not sign may still carry one of our keys (another client
+    with the same key files): it then takes one of our nonces, and the window
+    must move past it. Hashes cannot say whose a tx is, so fetch that block's
+    raw form once and decode just those txs. A chain carrying only our load
+    never gets here. Raises httpx.HTTPError, ValueError, KeyError."""
+    response = await client.get("%s/blocks/%d" % (url, height))
+    response.raise_for_status()
+    raws = response.json()["txs"]
+    for index in foreign:
+        tx = Tx.decode(bytes.fromhex(raws[index]))
+        account = by_sender.get(tx.sender)
+        if account is not None:
+            account.committed_nonce = max(account.committed_nonce, tx.nonce)
 
 
 async def run_load(nodes: list[str], accounts: list[Account], rate: float, duration: float, window: int,

@@ -4,10 +4,11 @@ permission, rollback of failed handlers, deterministic receipts."""
 import pytest
 
 from ledger import codec
+from ledger.errors import EncodeError
 from ledger.types import Tx
 
 from contracts import accounts, transfer
-from contracts.engine import BlockContext, apply_block
+from contracts.engine import BlockContext, Receipt, apply_block
 from contracts.state import StateView
 
 CHAIN = "careledger-test"
@@ -108,3 +109,41 @@ def test_the_permission_table_lists_every_registered_type_with_its_roles():
     assert table["transfer"] == ["auditor", "patient_agent", "payer", "provider"]
     assert all(roles and set(roles) <= accounts.ROLES for roles in table.values())
     assert len(table) > 50
+
+
+_EVENT = {"type": "transfer", "sender": ALICE, "to": BOB, "amount": 10}  # keys not in canonical order
+
+
+@pytest.mark.parametrize(
+    "receipt",
+    [
+        Receipt(bytes(32), True, "ok", "", (_EVENT,)),
+        Receipt(bytes(32), True, "ok", "", ()),
+        Receipt(bytes(32), False, "insufficient_funds", "balance 3 < 10", ()),
+        Receipt(bytes(32), False, "invalid_value", "ünïcode ☃ message", ()),
+        Receipt(b"short", True, "ok", "", ({"nested": {"b": [1, b"x"], "a": None}, "n": -2**63},)),
+        Receipt(bytes(32), True, "ok", "a message", (_EVENT,)),
+        Receipt(bytes(32), False, "ok", "", (_EVENT, _EVENT)),
+        *(Receipt(bytes(32), True, "ok", "", tuple({"i": i} for i in range(n))) for n in (15, 16, 17, 70_000)),
+    ],
+    ids=lambda receipt: "%d events, %s" % (len(receipt.events), receipt.code),
+)
+def test_a_receipt_encodes_exactly_as_the_canonical_encoding_of_its_wire(receipt):
+    assert receipt.encode() == codec.encode(receipt.to_wire())
+    assert Receipt.from_wire(codec.decode(receipt.encode())) == receipt
+
+
+def test_a_receipt_that_codec_refuses_is_refused_with_codecs_error():
+    for receipt in (Receipt(bytes(32), False, "bad", "\ud800", ()),  # not UTF-8
+                    Receipt(bytes(32), True, "ok", "", ({"amount": 2**64},)),  # out of range
+                    Receipt(bytes(32), True, "ok", "", tuple({"b": bytes(200_000)} for _ in range(21)))):  # > 4 MiB
+        with pytest.raises(EncodeError):
+            receipt.encode()
+        with pytest.raises(EncodeError):
+            codec.encode(receipt.to_wire())
+
+
+def test_the_receipts_of_a_block_encode_as_codec_encodes_them():
+    result = run([tx(ALICE, 1), tx(ALICE, 1), tx(CAROL, 1), tx(ALICE, 2, body={"to": BOB, "amount": 5_000})])
+    assert [r.code for r in result.receipts] == ["ok", "bad_nonce", "not_permitted", "insufficient_funds"]
+    assert [r.encode() for r in result.receipts] == [codec.encode(r.to_wire()) for r in result.receipts]

@@ -4,11 +4,13 @@ and rollbacks sees exactly what a view without caches sees."""
 
 import copy
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import codec
 
+from contracts.errors import InvalidValue
 from contracts.state import StateView
 
 KEYS = [b"a", b"b", b"c", b"d"]
@@ -107,3 +109,57 @@ def test_a_value_read_twice_is_two_independent_copies():
     first["list"].append(3)
     first["n"] = 99
     assert view.get(b"k") == {"list": [1, 2], "n": 1}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(KEYS), VALUES), st.dictionaries(st.sampled_from(KEYS), VALUES),
+       st.booleans(), OPS)
+def test_values_known_from_an_earlier_view_change_no_result(earlier, committed, same, ops):
+    # `known` comes from a view over another state (as the previous block's view
+    # is): an entry is used only where its bytes equal what is read now
+    committed = earlier if same else committed
+    earlier_stored = {k: codec.encode(v) for k, v in earlier.items()}
+    earlier_view = StateView(earlier_stored.get, cache_reads=True)
+    for k in KEYS:
+        _mutate(earlier_view.get(k))  # copies: the known values stay as decoded
+    earlier_view.put(b"a", 5)
+    stored = {k: codec.encode(v) for k, v in committed.items()}
+
+    def run(**kwargs):
+        return _run(StateView(stored.get, cache_reads=True, **kwargs), copy.deepcopy(ops), [])
+
+    known_seen, known_writes, _ = run(known=earlier_view.decoded())
+    reference_seen, reference_writes, _ = _run(UncachedView(stored.get), copy.deepcopy(ops), [])
+    assert known_seen == reference_seen and repr(known_seen) == repr(reference_seen)
+    assert known_writes == reference_writes
+
+
+@pytest.mark.parametrize("value", [0, 1, 127, 128, 255, 256, 65535, 65536, 2**32, 2**63 - 1, 2**63, 2**64 - 1,
+                                   -1, -32, -33, -128, -129, -2**31 - 1, -2**63, True, False])
+def test_an_int_is_stored_as_its_canonical_encoding(value):
+    view = StateView(lambda k: None)
+    view.put(b"n", value)
+    assert view.get_bytes(b"n") == codec.encode(value)
+    assert view.get(b"n") == value and type(view.get(b"n")) is type(value)
+
+
+@pytest.mark.parametrize("value", [2**64, -2**63 - 1])
+def test_an_int_out_of_the_64_bit_range_is_refused(value):
+    view = StateView(lambda k: None)
+    with pytest.raises(InvalidValue):
+        view.put(b"n", value)
+    assert view.writes() == {}
+
+
+def test_a_record_known_from_an_earlier_view_is_not_decoded_again(monkeypatch):
+    stored = {b"a": codec.encode({"role": "payer"}), b"b": codec.encode(7), b"c": codec.encode([1])}
+    earlier = StateView(dict(stored).get, cache_reads=True)
+    for k in stored:
+        earlier.get(k)
+    stored[b"c"] = codec.encode([2])  # changed since: decoded afresh
+    decoded = []
+    decode = codec.decode
+    monkeypatch.setattr(codec, "decode", lambda raw: decoded.append(raw) or decode(raw))
+    view = StateView(stored.get, cache_reads=True, known=earlier.decoded())
+    assert [view.get(k) for k in (b"a", b"b", b"c")] == [{"role": "payer"}, 7, [2]]
+    assert decoded == [stored[b"c"]]

@@ -283,3 +283,57 @@ def test_decode_accepts_and_rejects_exactly_as_the_reference_on_near_canonical_b
 ])
 def test_decode_edge_cases_match_the_reference(data):
     _assert_same_decode(data)
+
+
+# ----------------------------------- pieces for direct decoders (Tx._decode_direct)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_any_values | st.dictionaries(_key_text, _scalars, max_size=6), st.integers(0, codec.MAX_DEPTH + 1))
+def test_packs_canonically_says_what_the_fast_walk_says(value, depth):
+    try:
+        expected = codec._fast(value, depth) is value
+    except (EncodeError, TypeError, ValueError, OverflowError, RecursionError):
+        expected = False
+    assert codec.packs_canonically(value, depth) is expected
+    if expected and depth == 0:  # then packing as it stands is encoding (or both fail: e.g. a lone surrogate)
+        try:
+            packed = codec.pack_as_is(value)
+        except (TypeError, ValueError, OverflowError):
+            with pytest.raises(EncodeError):
+                codec.encode(value)
+        else:
+            assert packed == codec.encode(value)
+
+
+@pytest.mark.parametrize("value", [
+    {"b": 1, "a": 2}, {"aa": 1, "b": 2}, {"a": 1, "b": 2}, {"b": 1, "aa": 2}, {"a": 1.5}, {"a": 2**64}, {"a": [1]},
+    {"é": 1}, {b"a": 1}, {1: 1}, {}, {"a": None, "b": True, "cc": b"", "dd": "x", "eee": -(2**63)},
+])
+def test_packs_canonically_on_flat_maps(value):
+    assert codec.packs_canonically(value) is (codec._fast(value, 0) is value if 1.5 not in value.values()
+                                              and 2**64 not in value.values() else False)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=120))
+def test_parse_reads_as_decode_without_the_canonical_check(data):
+    try:
+        parsed = ("ok", codec.parse(data))
+    except Exception:  # noqa: BLE001 - msgpack's many error types
+        parsed = ("error",)
+    decoded = _outcome(codec.decode, data)
+    if decoded[0] == "ok":
+        assert parsed[0] == "ok" and _same_structure(parsed[1], decoded[1])
+
+
+@pytest.mark.parametrize("number", [0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1])
+def test_small_unsigned_ints_decode_alike_in_every_msgpack_form(number):
+    canonical = codec.encode(number)
+    assert codec.decode(canonical) == number and type(codec.decode(canonical)) is int
+    for form, size in ((b"\xcc", 1), (b"\xcd", 2), (b"\xce", 4), (b"\xcf", 8), (b"\xd0", 1), (b"\xd1", 2),
+                       (b"\xd2", 4), (b"\xd3", 8)):
+        if number < 256 ** size:
+            _assert_same_decode(form + number.to_bytes(size, "big"))
+        _assert_same_decode(canonical + b"\x00")
+        _assert_same_decode(canonical[:-1])

@@ -1,6 +1,7 @@
 """Ledger records: encodings round-trip, hashes are stable, bad fields are typed
 errors, and certificates need a quorum of distinct validators."""
 
+import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -233,3 +234,118 @@ def test_a_block_decoded_by_a_node_reuses_its_pooled_txs():
         block.check_tx_root()
     finally:
         KNOWN_TXS.discard(pooled)
+
+
+# ------------------------------------- Tx.decode's direct path vs the reference
+#
+# `Tx.decode` tries `Tx._decode_direct` (one msgpack parse, the fixed layout
+# checked in place) and falls back to `Tx._decode_reference` (generic canonical
+# decode, then `from_wire`). Both must accept the same bytes as the same tx and
+# refuse the same bytes with the same error.
+
+
+def _decode_outcome(decode, raw):
+    """What a caller can observe: the tx with its bytes, payload, hash and
+    body key order, or the error's type and message."""
+    try:
+        tx = decode(raw)
+    except (DecodeError, ValidationError) as exc:
+        return (type(exc).__name__, str(exc))
+    return ("ok", tx, type(tx.nonce), list(tx.body), tx.encode(), tx.signing_payload(), tx.hash)
+
+
+def _assert_same_tx_decode(raw):
+    direct = Tx._decode_direct(raw)
+    reference = _decode_outcome(Tx._decode_reference, raw)
+    assert _decode_outcome(Tx.decode, raw) == reference
+    if direct is not None:  # the direct path alone never accepts what the reference refuses
+        assert reference[0] == "ok" and _decode_outcome(lambda _: direct, raw) == reference
+
+
+_ascii = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7e), min_size=1, max_size=64)
+_nested_bodies = st.dictionaries(
+    st.text(max_size=6) | st.binary(max_size=4) | st.integers(-3, 3),
+    st.recursive(st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.binary(max_size=8)
+                 | st.text(max_size=8), lambda inner: st.lists(inner, max_size=3)
+                 | st.dictionaries(st.text(max_size=3), inner, max_size=3), max_leaves=6), max_size=4)
+_tx_fields = st.tuples(st.text(min_size=1, max_size=64) | _ascii, st.binary(min_size=32, max_size=32),
+                       st.integers(0, 2**64 - 1), st.text(min_size=1, max_size=64) | _ascii,
+                       _tx_bodies | _nested_bodies, st.binary(min_size=64, max_size=64))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_tx_fields)
+def test_a_valid_tx_decodes_the_same_by_the_direct_path_and_the_reference(fields):
+    raw = codec.encode(list(fields))
+    _assert_same_tx_decode(raw)
+    chain, _, _, tx_type, body, _ = fields
+    if all(type(key) is str and key.isascii() for key in body) and all(
+            type(item) in (int, str, bytes, bool, type(None)) for item in body.values()):
+        assert Tx._decode_direct(raw) is not None  # the usual shape does take the direct path
+
+
+def _near_tx_wires():
+    """Wires a tx decoder must refuse or read with care: a field of the wrong
+    type, size or range, a wrong count, floats and non-canonical bodies."""
+    good = [CHAIN, bytes(32), 1, "transfer", {"to": bytes(32), "amount": 5}, bytes(64)]
+    changes = {
+        0: ["", "c" * 65, 7, b"chain", None, "é" * 64, "é" * 65, "x" * 31, "x" * 32],
+        1: [bytes(31), bytes(33), "k" * 32, 1, None],
+        2: [-1, True, False, 2**64 - 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 1.0, "1", None],
+        3: ["", "t" * 65, "t" * 64, 3, b"transfer"],
+        4: [[], [1], "body", None, 1, {"a": 1.5}, {"amount": 5, "to": bytes(32)}, {1: 2}, {b"k": 1, "k": 2},
+            {"a": {"b": [1, {"c": 2}]}}, {"é": 1, "a": 2}, {"": None}, {"b": 1, "a": 2}, {"bb": 1, "c": 2}],
+        5: [bytes(63), bytes(65), "s" * 64, None],
+    }
+    wires = [good, good[:5], good + [1], [], good[:5] + [bytes(64), bytes(64)]]
+    for index, values in changes.items():
+        for value in values:
+            wire = list(good)
+            wire[index] = value
+            wires.append(wire)
+    return wires
+
+
+@pytest.mark.parametrize("wire", _near_tx_wires())
+def test_near_tx_wires_decode_the_same_by_the_direct_path_and_the_reference(wire):
+    # packed as they stand (maps in their own order, floats kept: possibly not
+    # canonical) and canonically where that is possible
+    _assert_same_tx_decode(msgpack.packb(wire, use_bin_type=True))
+    try:
+        _assert_same_tx_decode(codec.encode(wire))
+    except LedgerError:
+        pass
+
+
+@pytest.mark.parametrize("raw", [
+    b"\xdc\x00\x06" + codec.encode(make_tx().to_wire())[1:],  # array16 header for 6 items
+    codec.encode(make_tx().to_wire())[:1] + b"\xd9\x0f" + codec.encode(make_tx().to_wire())[2:],  # str8 chain id
+    codec.encode(make_tx().to_wire()).replace(b"\x01\xa8transfer", b"\xcc\x01\xa8transfer"),  # uint8 nonce 1
+    codec.encode(make_tx().to_wire()) + b"\x00", codec.encode(make_tx().to_wire())[:-1], b"", b"\x96", b"\xc1",
+    b"\x96" + b"\xc0" * 6, bytes(64 * 1024 + 1), b"\x00" * 100,
+])
+def test_non_canonical_and_truncated_txs_are_refused_alike(raw):
+    _assert_same_tx_decode(raw)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_tx_fields, st.data())
+def test_mutated_txs_decode_the_same_by_the_direct_path_and_the_reference(fields, data):
+    raw = bytearray(codec.encode(list(fields)))
+    for _ in range(data.draw(st.integers(1, 3))):
+        how = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        position = data.draw(st.integers(0, len(raw) - 1)) if raw else 0
+        if how == "flip" and raw:
+            raw[position] ^= data.draw(st.integers(1, 255))
+        elif how == "cut":
+            del raw[position:position + data.draw(st.integers(1, 4))]
+        else:
+            raw[position:position] = data.draw(st.binary(min_size=1, max_size=3))
+    _assert_same_tx_decode(bytes(raw))
+
+
+def test_a_decoded_tx_keeps_the_digest_its_caller_computed():
+    raw = make_tx().encode()
+    from ledger.hashing import sha256
+    tx = Tx.decode(raw, digest=sha256(raw))
+    assert tx.__dict__["hash"] == tx.hash == make_tx().hash

@@ -168,3 +168,93 @@ async def test_a_bad_signature_is_never_remembered_and_other_kinds_are_always_ve
     # same key, payload and signature, but another kind or chain: a different verification
     assert not signatures.verifier(ALICE.public_key, "commit", CHAIN, good.signing_payload(), good.signature)
     assert not signatures.verifier(ALICE.public_key, "tx", "other-chain", good.signing_payload(), good.signature)
+
+
+async def test_one_submit_many_call_is_verified_as_one_batch_with_per_tx_results(nursery):
+    batches = []
+    h = Harness(max_txs=100, max_bytes=100_000, nonce_window=8)
+    h.pool.on_batch_done = batches.append
+    await nursery.start(h.pool.run)
+    good = [tx(nonce=n) for n in (1, 2, 3)]
+    forged = Tx(CHAIN, BOB.public_key, 1, "transfer", {"amount": 1}, signature=ALICE.sign("tx", CHAIN, b"x"))
+    raws = [good[0].encode(), b"\xc1", good[1].encode(), forged.encode(), good[0].encode(), good[2].encode()]
+    with trio.fail_after(5):
+        results = await h.pool.submit_many(raws)
+    assert [r if isinstance(r, Tx) else r.reason for r in results] == [
+        good[0], "malformed", good[1], "bad_signature", "duplicate", good[2]]
+    assert h.pool.verify_batches == 1 and batches == [good] and h.ready == good
+    assert results[0].hash == good[0].hash and not h.pool._in_flight
+
+
+async def test_a_cancelled_submit_many_releases_the_hashes_it_held(nursery):
+    h = Harness(max_txs=100, max_bytes=100_000, nonce_window=8)
+    t1, t2 = tx(nonce=1), tx(nonce=2)
+    with trio.CancelScope() as scope:  # the verifier is not running yet: nothing gets a verdict
+        async with trio.open_nursery() as waiting:
+            waiting.start_soon(h.pool.submit_many, [t1.encode(), t2.encode()])
+            await trio.testing.wait_all_tasks_blocked()
+            assert h.pool._in_flight == {t1.hash, t2.hash}
+            scope.cancel()
+    assert not h.pool._in_flight
+    await nursery.start(h.pool.run)
+    with trio.fail_after(5):
+        # the queued copies are verified first, so the resubmission is a duplicate, never a second pooling
+        results = await h.pool.submit_many([t1.encode(), t2.encode()])
+    assert [getattr(r, "reason", r) for r in results] == ["duplicate", "duplicate"]
+    assert len(h.pool) == 2 and h.ready == [t1, t2]
+
+
+async def test_late_gossip_copies_are_refused_by_hash_and_counted(harness):
+    pool = harness.pool
+    t = tx(BOB)
+    with trio.fail_after(5):
+        await pool.submit(t.encode())
+    assert pool.submit_many_nowait([t.encode(), t.encode()], source=b"p" * 32) == 0
+    harness.committed[BOB.public_key] = 1
+    pool.remove_committed([t])
+    assert not pool.submit_nowait(t.encode(), source=b"p" * 32)
+    assert dict(pool.gossip_rejected) == {"duplicate": 2, "nonce_too_old": 1} and not pool.rejected
+
+
+def test_batch_verification_gives_verify_signature_s_verdicts():
+    from ledger.errors import SignatureError
+    from node.mempool import _verify_batch
+
+    good = tx()
+    candidates = [
+        good, tx(BOB, nonce=2), Tx(CHAIN, ALICE.public_key, 1, "transfer", {"amount": 2}, good.signature),
+        Tx("other-chain", ALICE.public_key, 1, "transfer", {"amount": 1}, good.signature),
+        tx(chain="other-chain"), Tx("Not A Chain!", ALICE.public_key, 1, "transfer", {"amount": 1}, good.signature),
+        Tx(CHAIN, BOB.public_key, 1, "transfer", {"amount": 1}, good.signature),
+    ]
+
+    def verdict(t):
+        try:
+            t.verify_signature()
+        except SignatureError:
+            return False
+        return True
+
+    expected = [True, True, False, False, True, False, False]
+    assert _verify_batch(candidates) == [verdict(t) for t in candidates] == expected
+
+
+async def test_the_metrics_collector_stamps_each_admitted_batch_once(nursery):
+    from node.metrics import NodeMetrics, RuntimeCollector
+
+    class Runtime:
+        pass
+
+    h = Harness(max_txs=100, max_bytes=100_000, nonce_window=8)
+    flushed = []
+    h.pool.on_batch_done = flushed.append
+    runtime = Runtime()
+    runtime.mempool = h.pool
+    metrics = NodeMetrics()
+    readings = iter([10.0, 20.0])
+    RuntimeCollector(runtime, metrics, clock=lambda: next(readings)).attach()
+    await nursery.start(h.pool.run)
+    t1, t2 = tx(nonce=1), tx(nonce=2)
+    with trio.fail_after(5):
+        await h.pool.submit_many([t1.encode(), t2.encode()])
+    assert dict(metrics._admitted) == {t1.hash: 10.0, t2.hash: 10.0} and flushed == [[t1, t2]]

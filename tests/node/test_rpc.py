@@ -7,13 +7,16 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from starlette.responses import JSONResponse
 
 from ledger.crypto import PrivateKey
 from ledger.errors import LedgerError
+from ledger.hashing import sha256
 from ledger.types import Tx
 from node.config import NodeConfig, RPCSection
 from node.rpc import OPENAPI, STATUS_KEYS, create_app, serve_rpc
 from node.service import SubmitResult, TxRejected
+from tests.node.rpc_doubles import GrowingChain
 
 CHAIN = "careledger-test"
 KEY = PrivateKey(bytes(range(32)))
@@ -236,3 +239,151 @@ async def test_serve_rpc_makes_observers_read_only(tmp_path: Any, role: str, cod
             response = await c.post("http://127.0.0.1:%d/tx" % port, content=signed_tx())
         nursery.cancel_scope.cancel()
     assert response.status_code == code
+
+
+# ------------------------------------------------- GET /blocks/{h}: long poll and tx forms
+
+
+def chain_client(chain: GrowingChain) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(chain)), base_url="http://node")
+
+
+async def commit_after(chain: GrowingChain, delay_s: float, txs: list[bytes] | None = None) -> None:
+    await trio.sleep(delay_s)
+    chain.add_block(txs)
+
+
+async def test_a_long_poll_answers_with_the_block_committed_during_the_wait(autojump_clock: Any) -> None:
+    chain = GrowingChain(blocks=3)
+    raw = signed_tx()
+    async with chain_client(chain) as c, trio.open_nursery() as nursery:
+        nursery.start_soon(commit_after, chain, 1.5, [raw])
+        start = trio.current_time()
+        response = await c.get("/blocks/4", params={"wait_ms": "5000"})
+        elapsed = trio.current_time() - start
+    assert response.status_code == 200
+    assert response.json()["height"] == 4 and response.json()["txs"] == [raw.hex()]
+    assert elapsed == pytest.approx(1.5)  # answered at the commit, not at the end of the wait
+
+
+async def test_a_long_poll_times_out_with_the_usual_404_when_nothing_commits(autojump_clock: Any) -> None:
+    async with chain_client(GrowingChain(blocks=3)) as c:
+        start = trio.current_time()
+        response = await c.get("/blocks/4", params={"wait_ms": "250"})
+        elapsed = trio.current_time() - start
+        at_once = await c.get("/blocks/4", params={"wait_ms": "0"})
+        at_once_elapsed = trio.current_time() - start - elapsed
+    assert response.status_code == 404 and response.json()["error"] == "not_found"
+    assert elapsed == pytest.approx(0.25)
+    assert at_once.status_code == 404 and at_once_elapsed == 0
+
+
+async def test_a_committed_block_is_answered_at_once_whatever_the_wait(autojump_clock: Any) -> None:
+    async with chain_client(GrowingChain(blocks=3)) as c:
+        start = trio.current_time()
+        response = await c.get("/blocks/3", params={"wait_ms": "10000"})
+    assert response.status_code == 200 and trio.current_time() == start
+
+
+async def test_a_long_poll_far_beyond_the_tip_holds_no_longer_than_its_wait(autojump_clock: Any) -> None:
+    chain = GrowingChain(blocks=3)
+
+    async def keep_committing() -> None:
+        while True:
+            await commit_after(chain, 0.1)
+
+    async with chain_client(chain) as c, trio.open_nursery() as nursery:
+        nursery.start_soon(keep_committing)  # every commit wakes the waiter; it must still stop at wait_ms
+        start = trio.current_time()
+        response = await c.get("/blocks/100000", params={"wait_ms": "2000"})
+        elapsed = trio.current_time() - start
+        nursery.cancel_scope.cancel()
+    assert response.status_code == 404
+    assert elapsed == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("wait_ms", ["-1", "10001", "abc", "1.5", "", "\u00b2", "1e3", "99999999999"])
+async def test_a_wait_out_of_range_or_not_an_integer_is_400_bad_wait_ms(wait_ms: str) -> None:
+    async with chain_client(GrowingChain()) as c:
+        response = await c.get("/blocks/4", params={"wait_ms": wait_ms})
+    assert response.status_code == 400
+    assert response.json()["error"] == "bad_wait_ms"
+
+
+async def test_an_unknown_tx_form_is_400_bad_query() -> None:
+    async with chain_client(GrowingChain()) as c:
+        response = await c.get("/blocks/1", params={"txs": "bodies"})
+    assert response.status_code == 400 and response.json()["error"] == "bad_query"
+
+
+async def test_a_height_that_is_not_ascii_digits_is_400_not_a_crash() -> None:
+    async with chain_client(GrowingChain()) as c:
+        response = await c.get("/blocks/\u00b2")
+    assert response.status_code == 400 and response.json()["error"] == "bad_height"
+
+
+async def test_the_hashes_form_lists_the_hashes_of_the_default_forms_txs() -> None:
+    # GrowingChain has no block_tx_hashes: this is the RPC's fallback for such services
+    raws = [signed_tx(nonce=n) for n in (1, 2, 3)]
+    chain = GrowingChain(blocks=0)
+    chain.add_block(raws)
+    async with chain_client(chain) as c:
+        full = (await c.get("/blocks/1")).json()
+        light = (await c.get("/blocks/1", params={"txs": "hashes"})).json()
+        explicit_raw = (await c.get("/blocks/1", params={"txs": "raw"})).json()
+    assert light["tx_hashes"] == [sha256(bytes.fromhex(raw)).hex() for raw in full["txs"]]
+    assert light["tx_hashes"] == [Tx.decode(raw).hash.hex() for raw in raws]
+    assert "txs" not in light and "encoded" not in light
+    assert {k: v for k, v in light.items() if k != "tx_hashes"} == {
+        k: v for k, v in full.items() if k not in ("txs", "encoded")}
+    assert explicit_raw == full
+
+
+async def test_the_default_block_answer_is_the_service_dict_as_before() -> None:
+    chain = GrowingChain(blocks=0)
+    chain.add_block([signed_tx()])
+    async with chain_client(chain) as c:
+        response = await c.get("/blocks/1")
+    assert response.content == JSONResponse(chain.block(1)).body
+
+
+async def test_a_service_without_wait_for_height_answers_a_long_poll_at_once(autojump_clock: Any) -> None:
+    async with client() as c:  # FakeNode: no wait_for_height
+        start = trio.current_time()
+        response = await c.get("/blocks/4", params={"wait_ms": "5000"})
+    assert response.status_code == 404 and trio.current_time() == start
+
+
+@pytest.mark.parametrize("hang_up_after_s", [0.0, 2.0])
+async def test_a_client_that_hangs_up_ends_its_long_poll_and_leaves_no_task(
+        autojump_clock: Any, hang_up_after_s: float) -> None:
+    app = create_app(GrowingChain(blocks=3))
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": "/blocks/4", "raw_path": b"/blocks/4", "root_path": "",
+             "query_string": b"wait_ms=10000", "headers": [], "server": ("node", 80), "client": ("c", 1)}
+    receives = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal receives
+        receives += 1
+        if receives == 1:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await trio.sleep(hang_up_after_s)
+        return {"type": "http.disconnect"}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    start = trio.current_time()
+    with trio.fail_after(5):  # a handler that sat out its 10 s wait trips this
+        await app(scope, receive, send)  # returns only once every task it started has ended
+    assert trio.current_time() - start == pytest.approx(hang_up_after_s)
+    assert sent[0]["status"] == 499
+
+
+def test_the_openapi_document_describes_the_block_query_parameters() -> None:
+    names = {p["name"]: p for p in OPENAPI["paths"]["/blocks/{height}"]["get"]["parameters"]}
+    assert names["wait_ms"]["schema"]["maximum"] == 10000
+    assert names["txs"]["schema"]["enum"] == ["raw", "hashes"]
