@@ -49,7 +49,7 @@ from contracts.engine import Receipt
 from contracts.state import key as state_key
 from ledger import codec
 from ledger.crypto import PrivateKey
-from ledger.hashing import ZERO_HASH, sha256
+from ledger.hashing import ZERO_HASH
 from ledger.types import KNOWN_TXS, Block, CommitCertificate, Header, Tx
 
 from node.config import Genesis, NodeConfig, consensus_settings
@@ -70,6 +70,7 @@ from node.store import EvidenceStore
 from node.sync import BlockSync
 
 log = structlog.get_logger("careledger.node")
+RECENT_BLOCKS = 32  # committed blocks kept in memory for commit followers (GET /blocks/{h}?txs=hashes)
 
 
 
@@ -253,6 +254,7 @@ class NodeRuntime(HistoryService):  # [observer] HistoryService: proof methods (
         self.pruner = StatePruner(self.executor.tree, config.storage.keep_recent_versions)
         self.driver.on_commit.append(self.pruner.on_commit)
         self.latest_block_time_ms = self.store.tip().time_ms
+        self._recent_blocks: dict[int, Block] = {}  # height → block, the newest RECENT_BLOCKS (see _on_commit)
         # [observer] an observer re-verifies every synced header with a light client (node/observer.py)
         self.light = None if self.is_validator else attach_light_observer(self)
 
@@ -331,6 +333,12 @@ class NodeRuntime(HistoryService):  # [observer] HistoryService: proof methods (
                      hash=executed.validator_update.hash.hex()[:16])
         self.mempool.remove_committed(block.txs)
         self.latest_block_time_ms = block.header.time
+        # the newest blocks as executed (txs with their hashes cached): a commit
+        # follower long-polling GET /blocks/{h}?txs=hashes reads the block just
+        # committed, which would otherwise be read back and decoded tx by tx
+        self._recent_blocks[block.height] = block
+        if len(self._recent_blocks) > RECENT_BLOCKS:
+            del self._recent_blocks[min(self._recent_blocks)]
         log.debug("committed", height=block.height, txs=len(block.txs), app_hash=executed.app_hash.hex()[:16])
 
     async def wait_for_height(self, height: int) -> None:
@@ -390,7 +398,7 @@ class NodeRuntime(HistoryService):  # [observer] HistoryService: proof methods (
     def block_tx_hashes(self, height: int) -> dict[str, Any] | None:
         """`block` with each tx's hash (hex, block order) instead of its bytes:
         a follower's answer (GET /blocks/{h}?txs=hashes) without the tx hex."""
-        block = self.store.block(height)
+        block = self._recent_blocks.get(height) or self.store.block(height)
         if block is None:
             return None
         return {"height": height, "hash": block.hash.hex(), "header": header_json(block.header),
@@ -416,7 +424,7 @@ class NodeRuntime(HistoryService):  # [observer] HistoryService: proof methods (
             self.mempool.rejected["read_only"] += len(raws)
             return [TxRejected("read_only", "observers do not accept transactions") for _ in raws]
         results = await self.mempool.submit_many(raws)
-        return [r if isinstance(r, TxRejected) else SubmitResult(sha256(raw)) for r, raw in zip(results, raws)]
+        return [r if isinstance(r, TxRejected) else SubmitResult(r.hash) for r in results]
 
     def tx(self, tx_hash: bytes) -> dict[str, Any] | None:
         location = self.store.tx_location(tx_hash)
