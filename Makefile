@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test install browser clean bench bench-state simulate soak
+.PHONY: demo test install browser clean bench bench-state bench-micro simulate soak
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,12 @@ bench: $(STAMP)
 
 bench-state: $(STAMP)
 	$(BIN)/python scripts/bench_state.py
+
+# Per-stage CPU per transaction, in process (no cluster): execution, admission, consensus.
+bench-micro: $(STAMP)
+	$(BIN)/python scripts/bench_execute.py
+	$(BIN)/python scripts/bench_admit.py
+	$(BIN)/python scripts/bench_consensus.py
 
 simulate: $(STAMP)
 	$(BIN)/python scripts/simulate.py --seed-start 0 --seeds 200 --faults all

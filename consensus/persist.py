@@ -52,7 +52,9 @@ class PersistedState:
 
     - `view`, `view_active`: current view, and False while changing to it.
     - `signed`: every message signed for heights above the last committed one
-      (and the latest VIEW-CHANGE), the double-sign guard.
+      (and the latest VIEW-CHANGE), the double-sign guard. A PROPOSAL record
+      at an executed (durable) height has empty `data`: only its digest is
+      needed there (`Replica._strip_proposal_bytes`).
     - `prepared`, `prepared_above`: the highest-view prepared certificate of
       every height in flight above the last commit, lowest first in
       `prepared`, the higher ones ascending in `prepared_above` (pipelining,

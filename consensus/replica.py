@@ -62,6 +62,9 @@ Rules (Castro & Liskov, OSDI'99, adapted to a chain of blocks; "§" cites the pa
   `Persist` at the FRONT of the effect list before any message it covers.
   Records are kept for 2K+W heights below the committed height, because a
   crash may lose unsynced blocks; drivers must sync blocks at least every K.
+  A PROPOSAL record keeps its block only until `BlockExecuted` reports its
+  height, which drivers send only once the block is durable (or make it
+  durable before the next Persist): then just its digest stays.
 - Catch-up: certified blocks (`Decided` replies, `BlocksFetched`) are verified
   (certificate with the quorum, hash chain, tx root, our own execution
   results) and committed one height at a time, never by replaying votes.
@@ -223,6 +226,14 @@ class Replica:
         self.signed: dict[tuple[str, int, int], SignedRecord] = {
             (r.kind, r.view, r.height): r for r in state.signed
         }
+        # keys of our PROPOSAL records still holding their block, in signing
+        # order (a dict: ordered), until `_strip_proposal_bytes` drops it; a
+        # state saved before its heights' BlockExecuted (or by an older
+        # version) may hold blocks at or below our tip: dropped at once
+        self._proposals_with_block: dict[tuple[str, int, int], None] = {
+            k: None for k, r in self.signed.items() if k[0] == "proposal" and r.data
+        }
+        self._strip_proposal_bytes(tip.height)
         # highest-view prepared certificate per height in flight (§4.4 P set),
         # each kept until its height is executed (= durable in the block store)
         self.prepared_at: dict[int, PreparedCertificate] = {
@@ -458,16 +469,41 @@ class Replica:
         record = self.signed.get(key)
         if record is not None:
             if record.digest == digest:
-                # a proposal record at a committed height keeps only its digest
-                # (see `_commit`): nothing to re-send, and nothing new is signed
+                # a proposal record at an executed height keeps only its digest
+                # (`_strip_proposal_bytes`): nothing to re-send, nothing new signed
                 return record.data or None
             self._count("refused_double_sign")
             return None
         signature = self.key.sign(msg.KIND, self.chain_id, msg.payload())
         data = replace(msg, signature=signature).encode()
         self.signed[key] = SignedRecord(msg.KIND, view, height, digest, data)
+        if msg.KIND == "proposal":
+            self._proposals_with_block[key] = None
         self._dirty = True
         return data
+
+    def _strip_proposal_bytes(self, executed: int) -> None:
+        """Keep only the digest of our PROPOSAL records at heights ≤ `executed`.
+
+        A stored proposal is re-sent only for a height in flight (above the
+        committed tip: `_maybe_propose`, `_retransmit`), and a block is
+        reported executed only once it is durable in the block store (drivers
+        must not send `BlockExecuted(h)` before block h survives a crash, or
+        at least must make it durable before the next `Persist` is written),
+        so after any restart the tip is ≥ `executed` and those bytes — a whole
+        block each, ~2K+W of them on a primary, written with every Persist —
+        can never be needed. The digest stays and still refuses any
+        conflicting proposal (`_sign_once`). Not marked dirty: the next
+        Persist carries the smaller state (a stale record on disk is harmless).
+        A fresh record replaces the old one, so `SignedRecord.encoded` (cached
+        per record) is computed again, without the block.
+        """
+        signed, holding = self.signed, self._proposals_with_block
+        for key in [k for k in holding if k[2] <= executed]:
+            del holding[key]
+            r = signed.get(key)
+            if r is not None and r.data:
+                signed[key] = SignedRecord(r.kind, r.view, r.height, r.digest, b"")
 
     def _remember_committed_tx(self, tx_hash: bytes, height: int) -> None:
         self.committed_txs[tx_hash] = height
@@ -1523,6 +1559,7 @@ class Replica:
                              % (e.height, self.executed, self.committed))
         self.executed = e.height
         self.results[e.height] = (e.app_hash, e.receipts_root)
+        self._strip_proposal_bytes(e.height)
         for h in [h for h in self.prepared_at if h <= e.height]:
             # the block is in the store now: a restart resumes above it. Not
             # marked dirty: a stale certificate on disk is ignored on restore.

@@ -165,8 +165,18 @@ class StateView:
 
     # -- events
     def emit(self, event_type: str, **attributes: Any) -> None:
+        """Record the event `{"type": event_type, **attributes}` (an attribute
+        named "type" wins) with its keys in canonical order, so that the
+        receipt encodes it without a sort."""
+        names = tuple(attributes)
+        template = _EVENT_TEMPLATES.get(names)
+        if template is None:
+            template = _event_template(names)
+        event = template.copy()  # the keys in order; every value is set below
+        event["type"] = event_type
+        event.update(attributes)
         self._journal.append((b"", _EVENT))
-        self._events.append({"type": event_type, **attributes})
+        self._events.append(event)
 
     # -- transactions
     def snapshot(self) -> int:
@@ -213,6 +223,25 @@ _pack_int = msgpack.Packer(use_bin_type=True).pack
 # exact types whose canonical encoding decodes to an equal value of the same
 # type (not subclasses: an IntEnum decodes to a plain int)
 _DECODES_TO_ITSELF = (int, bool, str, bytes, type(None))
+
+
+# attribute names in call order -> a map of "type" and those names, in
+# canonical order, every value None. Bounded: the names come from the code,
+# but a handler may pass a map's keys.
+_EVENT_TEMPLATES: dict[tuple[str, ...], dict[str, None]] = {}
+_MAX_EVENT_TEMPLATES = 4096
+
+
+def _event_template(names: tuple[str, ...]) -> dict[str, None]:
+    """The keys of an event with attributes `names` in canonical map order:
+    ASCII str keys sort as (length, key) (see `ledger.codec`); other keys
+    stay as given, for codec to sort. Codec checks the order either way."""
+    keys = dict.fromkeys(("type",) + names)
+    if all(key.isascii() for key in keys):
+        keys = dict.fromkeys(sorted(sorted(keys), key=len))
+    if len(_EVENT_TEMPLATES) < _MAX_EVENT_TEMPLATES:
+        _EVENT_TEMPLATES[names] = keys
+    return keys
 
 
 def _copy(value: Any) -> Any:

@@ -102,6 +102,30 @@ def _fast(value: Any, depth: int) -> Any:
 
 
 def _fast_map(value: dict[Any, Any], depth: int) -> Any:
+    # One pass over the keys for the common maps (events, records, tx bodies:
+    # ASCII str keys), noting whether they are in canonical order and whether
+    # every item is a scalar that packs as it is. Other keys: `_walk_map`.
+    ordered = True
+    flat = True
+    previous_length = -1
+    previous = ""
+    for key, item in value.items():
+        if type(key) is not str or not key.isascii():
+            return _walk_map(value, depth)
+        length = len(key)
+        if length < previous_length or (length == previous_length and key < previous):
+            ordered = False
+        previous_length, previous = length, key
+        if flat:
+            kind = type(item)
+            flat = kind in _PLAIN or (kind is int and INT_MIN <= item <= INT_MAX)
+    if ordered and flat:
+        return value
+    return _rebuild_map(value, depth, value if ordered else _length_then_key_order(value), flat)
+
+
+def _walk_map(value: dict[Any, Any], depth: int) -> Any:
+    """`_fast_map` for maps of bytes keys; any other keys go to `_canonical`."""
     key_kind = None
     ordered = True
     previous_length = -1
@@ -119,9 +143,26 @@ def _fast_map(value: dict[Any, Any], depth: int) -> Any:
             if length < previous_length or (length == previous_length and key < previous):
                 ordered = False
             previous_length, previous = length, key
-    changed = False
+    return _rebuild_map(value, depth, value if ordered else _length_then_key_order(value), False)
+
+
+def _length_then_key_order(keys: Any) -> list[Any]:
+    """ASCII str or bytes keys sorted by (length, key): a stable sort by length
+    of the keys sorted by value, cheaper than a key function."""
+    return sorted(sorted(keys), key=len)
+
+
+def _rebuild_map(value: dict[Any, Any], depth: int, keys: Any, flat: bool) -> Any:
+    """`value` with its items in the order of `keys` (its keys, known to be of
+    one kind and in canonical order) and each item through the fast walk
+    (none needs it if `flat`); `value` itself when that changes nothing."""
     items: dict[Any, Any] = {}
-    for key in (value if ordered else sorted(value, key=_length_then_key)):
+    if flat:
+        for key in keys:
+            items[key] = value[key]
+        return items
+    changed = keys is not value
+    for key in keys:
         item = value[key]
         kind = type(item)
         if not (kind in _PLAIN or (kind is int and INT_MIN <= item <= INT_MAX)):
@@ -130,11 +171,7 @@ def _fast_map(value: dict[Any, Any], depth: int) -> Any:
                 changed = True
                 item = new
         items[key] = item
-    return value if ordered and not changed else items
-
-
-def _length_then_key(key: Any) -> tuple[int, Any]:
-    return len(key), key
+    return items if changed else value
 
 
 # Reused packers: `msgpack.packb` builds a new Packer per call, which costs

@@ -8,8 +8,11 @@ HASH_BYTES = 32
 ZERO_HASH = bytes(HASH_BYTES)
 
 
+_sha256 = hashlib.sha256  # bound once: `sha256` is called for every tx, leaf and node
+
+
 def sha256(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
+    return _sha256(data).digest()
 
 
 def check_hash(value: object, what: str) -> bytes:

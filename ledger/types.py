@@ -253,18 +253,32 @@ class KnownTxs:
     def find(self, wire: Any) -> "Tx | None":
         if not self._by_signature or type(wire) is not list or len(wire) != 6:
             return None
-        signature = wire[5]
+        chain_id, sender, nonce, tx_type, body, signature = wire
         if type(signature) is not bytes:
             return None
         known = self._by_signature.get(signature)
-        if known is None:
+        # `_identical(wire, known.to_wire())` unrolled for a tx's wire (the
+        # signature is equal by the lookup). A registered tx is decoded, so its
+        # fields have exactly these types; one that has not is missed, which is safe.
+        if (known is None
+                or type(chain_id) is not str or chain_id != known.chain_id
+                or type(sender) is not bytes or sender != known.sender
+                or type(nonce) is not int or nonce != known.nonce
+                or type(tx_type) is not str or tx_type != known.type):
             return None
-        # `_identical(wire, known.to_wire())`, field by field (signature equal by lookup)
-        for item, field_value in zip(wire, (known.chain_id, known.sender, known.nonce, known.type)):
-            if type(item) is not type(field_value) or item != field_value:
+        known_body = known.body
+        if type(body) is not dict or type(known_body) is not dict or len(body) != len(known_body):
+            return None
+        # the body map as `_identical` compares it, calling it only for nested containers
+        for (key, item), (known_key, known_item) in zip(body.items(), known_body.items()):
+            kind = type(item)
+            if type(key) is not type(known_key) or key != known_key or kind is not type(known_item):
                 return None
-        if not _identical(wire[4], known.body):
-            return None
+            if kind is dict or kind is list or kind is tuple:
+                if not _identical(item, known_item):
+                    return None
+            elif item != known_item:
+                return None
         self.hits += 1
         return known
 
@@ -387,8 +401,9 @@ class Header:
     def encode(self) -> bytes:
         return codec.encode(self.to_wire())
 
-    @property
+    @cached_property
     def hash(self) -> bytes:
+        # computed once: a Header is frozen and its fields are str, int and bytes
         return sha256(self.encode())
 
     @classmethod

@@ -9,7 +9,9 @@ It feeds inputs one at a time and performs each returned effect IN ORDER:
   message instead, or superseded by a newer one.)
 - `Broadcast` / `Send` → p2p consensus channel (high priority queue).
 - `Commit` → the executor runs and persists the block; `BlockExecuted` is fed
-  back before anything else from outside (the next header depends on it).
+  back before anything else from outside (the next header depends on it), and
+  only once the block's write is durable: the replica then drops the block
+  bytes of its own PROPOSAL guard records up to that height.
 - `ScheduleTimeout` → a timer task delivers the `TimeoutFired` later.
 - `FetchBlocks` → a sync task delivers `BlocksFetched` (maybe empty).
 - `Evidence` → kept for RPC and metrics, and handed to `on_evidence` listeners
@@ -30,7 +32,6 @@ import struct
 import time
 from typing import Callable
 
-import msgpack
 import structlog
 import trio
 
@@ -41,7 +42,7 @@ from consensus.inputs import (
     BlockExecuted, BlocksFetched, Input, MessageReceived, TimeoutFired, TransactionsVerified,
 )
 from consensus.errors import ConsensusError
-from consensus.persist import STATE_VERSION as PERSISTED_STATE_VERSION, PersistedState
+from consensus.persist import PersistedState
 from consensus.replica import Replica
 from ledger.types import Block, CommitCertificate, Tx
 
@@ -234,46 +235,6 @@ def save_guard_state(path: str, data: bytes) -> None:
     GuardFile(path).save(data)
 
 
-_PROPOSAL_KIND = msgpack.packb("proposal")  # b"\xa8proposal"
-
-
-def trim_guard_state(state: bytes, durable_height: int) -> bytes:
-    """`state` (an encoded `PersistedState`) without the block bytes of PROPOSAL
-    records at heights ≤ `durable_height`; their digests stay.
-
-    The replica keeps what it signed for ~2K+W heights and re-sends a stored
-    proposal only for its open slot (committed + 1), in case a crash lost
-    unsynced blocks. This driver writes every block synced before it reports
-    it executed, so after any restart the slot is above `durable_height`: those
-    bytes (a whole block each; the primary's guard file would carry ~2K+W
-    blocks, fsync'd several times per height) can never be needed, while the
-    digests keep refusing any conflicting signature. Anything unexpected is
-    returned unchanged.
-    """
-    if _PROPOSAL_KIND not in state:
-        # no record of kind "proposal" (whose msgpack form is exactly these
-        # bytes): nothing to trim — a backup's state, i.e. most saves — so
-        # skip unpacking and repacking the whole state
-        return state
-    try:
-        wire = msgpack.unpackb(state, raw=False, strict_map_key=False)
-        # [version, view, active, records, ...]: touch only the records list
-        if not isinstance(wire, list) or len(wire) < 4 or wire[0] != PERSISTED_STATE_VERSION:
-            return state
-        records = wire[3]
-        if not isinstance(records, list):
-            return state
-        changed = False
-        for record in records:
-            if (isinstance(record, list) and len(record) == 5 and record[0] == "proposal"
-                    and isinstance(record[2], int) and 0 < record[2] <= durable_height and record[4]):
-                record[4] = b""
-                changed = True
-    except (ValueError, TypeError, msgpack.UnpackException):
-        return state
-    return msgpack.packb(wire, use_bin_type=True) if changed else state
-
-
 def load_guard_state(path: str) -> PersistedState | None:
     """The last persisted consensus state, or None if never written.
 
@@ -404,9 +365,10 @@ class Driver:
                     evidence_listener(effect)
 
     async def _save_guard(self, state: bytes) -> None:
-        if self.executor is not None and _PROPOSAL_KIND in state:  # else nothing to trim (see there)
-            state = trim_guard_state(state, self.executor.height)  # blocks durable on disk
-        # On the event loop, not in a worker thread: a save is one pwrite + one
+        # Written as the replica encoded it: it already dropped the block bytes
+        # of its PROPOSAL records at executed heights (`Replica._strip_proposal_bytes`),
+        # which is safe because `_commit` reports BlockExecuted only after the
+        # block's write is durable. On the event loop, not in a worker thread: a save is one pwrite + one
         # fdatasync (~1–3 ms here), while a worker-thread round trip waits twice
         # for the GIL behind a busy loop (measured ~6.5 ms extra per save at half
         # load, 3 saves on each height's critical path). Nothing may leave the

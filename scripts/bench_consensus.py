@@ -13,8 +13,10 @@ over the replicas of the measured heights (after `--warmup` heights, so the
 double-sign guard holds its steady ~2K+W heights of records) and divided by
 the validator count: CPU per height of ONE validator, averaged over primary
 and backups. `driver_guard_us_per_height` is the driver's share of each
-`Persist` that the node would write (`node.driver`: trim + checksum, no disk
-I/O), measured the same way.
+`Persist` that the node would write (`node.driver`: the guard record's
+checksum, no disk I/O), measured the same way; the "guard" line gives it per
+replica, with the average size of the state written (the primary's is the
+largest: its PROPOSAL records, each a whole block until executed).
 
     .venv/bin/python scripts/bench_consensus.py                  # 4 validators, 400-tx blocks
     .venv/bin/python scripts/bench_consensus.py --heights 60 --pipeline 3
@@ -49,7 +51,7 @@ from consensus.replica import Replica  # noqa: E402
 from ledger.crypto import PrivateKey  # noqa: E402
 from ledger.hashing import sha256  # noqa: E402
 from ledger.types import KNOWN_TXS, Tx, Validator, ValidatorSet  # noqa: E402
-from node.driver import encode_guard_record, trim_guard_state  # noqa: E402
+from node.driver import encode_guard_record  # noqa: E402
 
 CHAIN_ID = "careledger-bench"
 STEP_MS = 2  # virtual time per delivered message
@@ -88,6 +90,9 @@ class Bench:
         self.cpu = [0.0] * validators
         self.cpu_by_input: collections.Counter[str] = collections.Counter()
         self.guard_cpu = 0.0
+        self.guard_cpu_by = [0.0] * validators
+        self.guard_bytes_by = [0] * validators
+        self.persists_by = [0] * validators
         self.deferred: list[bytes | None] = [None] * validators
         self.guard_sequence = [0] * validators
         self.persists = 0
@@ -141,12 +146,15 @@ class Bench:
             self.handle(i, event)
 
     def save_guard(self, i: int, state: bytes) -> None:
-        """The driver's CPU per guard write (no disk I/O): trim, then checksum."""
+        """The driver's CPU per guard write (no disk I/O): the checksummed record."""
         started = time.process_time()
-        trimmed = trim_guard_state(state, self.replicas[i].executed)
         self.guard_sequence[i] += 1
-        encode_guard_record(self.guard_sequence[i], trimmed)
-        self.guard_cpu += time.process_time() - started
+        encode_guard_record(self.guard_sequence[i], state)
+        spent = time.process_time() - started
+        self.guard_cpu += spent
+        self.guard_cpu_by[i] += spent
+        self.guard_bytes_by[i] += len(state)
+        self.persists_by[i] += 1
         self.persists += 1
 
     def run_height(self, txs: list[Tx], chunk: int = 100) -> None:
@@ -165,6 +173,9 @@ class Bench:
         self.cpu = [0.0] * len(self.replicas)
         self.cpu_by_input.clear()
         self.guard_cpu = 0.0
+        self.guard_cpu_by = [0.0] * len(self.replicas)
+        self.guard_bytes_by = [0] * len(self.replicas)
+        self.persists_by = [0] * len(self.replicas)
         self.persists = 0
 
 
@@ -210,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         print("  %-28s %8.0f us/height" % (name, spent / n / args.heights * 1e6))
     print("  %-28s %s" % ("per replica (us/height)",
                           " ".join("%.0f" % (c / args.heights * 1e6) for c in bench.cpu)))
+    print("  %-28s %s" % ("guard (us/height, KiB/write)", "  ".join(
+        "%.0f,%.1f" % (g / args.heights * 1e6, b / max(1, w) / 1024)
+        for g, b, w in zip(bench.guard_cpu_by, bench.guard_bytes_by, bench.persists_by))))
     print("driver_guard_us_per_height=%.0f guard_writes_per_height=%.2f wall_s=%.1f load=%.2f chain=%s" % (
         bench.guard_cpu / n / args.heights * 1e6, bench.persists / n / args.heights, wall,
         os.getloadavg()[0], bench.last_block_hash.hex()[:16]))

@@ -4,6 +4,8 @@ and rollbacks sees exactly what a view without caches sees."""
 
 import copy
 
+import msgpack
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -163,3 +165,21 @@ def test_a_record_known_from_an_earlier_view_is_not_decoded_again(monkeypatch):
     view = StateView(stored.get, cache_reads=True, known=earlier.decoded())
     assert [view.get(k) for k in (b"a", b"b", b"c")] == [{"role": "payer"}, 7, [2]]
     assert decoded == [stored[b"c"]]
+
+
+ATTRIBUTE_NAMES = st.sampled_from(["to", "sender", "amount", "type", "a", "zz", "claim_id", "é", "naïve", "x" * 40])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=10), st.lists(st.tuples(ATTRIBUTE_NAMES, VALUES), max_size=6))
+def test_an_emitted_event_is_type_and_attributes_with_keys_in_canonical_order(event_type, pairs):
+    attributes = dict(pairs)  # the call order: as the handler wrote its keywords
+    view = StateView(lambda k: None)
+    view.emit(event_type, **attributes)
+    view.emit(event_type, **attributes)  # the second time from the remembered key order
+    expected = {"type": event_type, **attributes}
+    for event in view.take_events():
+        assert event == expected
+        assert codec.encode(event) == codec.encode(expected)
+        if all(name.isascii() for name in event):
+            assert list(event) == sorted(event, key=lambda name: msgpack.packb(name))

@@ -337,3 +337,51 @@ def test_small_unsigned_ints_decode_alike_in_every_msgpack_form(number):
             _assert_same_decode(form + number.to_bytes(size, "big"))
         _assert_same_decode(canonical + b"\x00")
         _assert_same_decode(canonical[:-1])
+
+
+# ------------------------------------- map key order: any insertion order
+
+
+def _any_order(mapping, data):
+    """`mapping` rebuilt in an insertion order hypothesis draws."""
+    return dict(data.draw(st.permutations(list(mapping.items()))))
+
+
+def _reordered(value, data):
+    """`value` with every map (at any depth) in a drawn insertion order."""
+    if type(value) is dict:
+        return _any_order({key: _reordered(item, data) for key, item in value.items()}, data)
+    if type(value) in (list, tuple):
+        return type(value)(_reordered(item, data) for item in value)
+    return value
+
+
+_unicode_keys = st.text(max_size=4) | st.text(alphabet="aé\u00ff\u4e00\U0001f600", max_size=4)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_any_values, st.data())
+def test_encode_gives_the_reference_bytes_for_maps_in_any_insertion_order(value, data):
+    reordered = _reordered(value, data)
+    assert _outcome(codec.encode, reordered) == _outcome(reference_encode, reordered)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.dictionaries(_unicode_keys | _key_bytes | st.integers(-300, 300), _scalars, max_size=8)
+       | st.dictionaries(_key_text | _unicode_keys, _scalars | st.dictionaries(_key_text, _scalars, max_size=3),
+                         max_size=8), st.data())
+def test_flat_and_shallow_maps_of_str_bytes_or_int_keys_encode_as_the_reference(mapping, data):
+    for candidate in (mapping, _any_order(mapping, data), dict(sorted(mapping.items(), key=repr))):
+        assert _outcome(codec.encode, candidate) == _outcome(reference_encode, candidate)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(_key_text, _scalars, max_size=8))
+def test_a_map_in_canonical_order_is_returned_as_it_is_by_the_fast_walk(mapping):
+    try:
+        canonical = msgpack.unpackb(reference_encode(mapping), raw=False)
+    except (EncodeError, ValueError):
+        return
+    ordered = {key: mapping[key] for key in canonical}  # same key objects, canonical order
+    assert (codec._fast(ordered, 0) is ordered) is all(key.isascii() for key in ordered)
+    assert codec.encode(ordered) == reference_encode(mapping)

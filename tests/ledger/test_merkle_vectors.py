@@ -2,6 +2,7 @@
 checked against the extracted tree heads and by round trip."""
 
 import base64
+import hashlib
 import json
 import pathlib
 
@@ -74,6 +75,34 @@ def test_tree_heads_for_every_size():
     leaves = [bytes.fromhex(h) for h in heads["leaf_inputs_hex"]]
     for size, want in enumerate(heads["root_hashes_by_size_hex"]):
         assert merkle.root(leaves[:size]).hex() == want
+
+
+def _reference_mth(leaves):
+    """RFC 6962 §2.1 MTH, written as the RFC states it (recursive, no shortcuts)."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return hashlib.sha256(b"\x00" + leaves[0]).digest()
+    k = 1
+    while k * 2 < len(leaves):  # the largest power of two smaller than n
+        k *= 2
+    return hashlib.sha256(b"\x01" + _reference_mth(leaves[:k]) + _reference_mth(leaves[k:])).digest()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=40), max_size=300))
+def test_roots_match_a_plain_rfc6962_mth(leaves):
+    want = _reference_mth(leaves)
+    assert merkle.root(leaves) == want
+    leaf_hashes = [hashlib.sha256(b"\x00" + leaf).digest() for leaf in leaves]
+    assert merkle.root_from_hashes(leaf_hashes) == want
+    assert merkle.root_from_hashes(tuple(leaf_hashes)) == want
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 5, 7, 8, 9, 255, 256, 257, 300, 400, 1023, 1025])
+def test_roots_match_a_plain_rfc6962_mth_at_edge_sizes(size):
+    leaves = [b"leaf %d" % i for i in range(size)]
+    assert merkle.root(leaves) == _reference_mth(leaves)
 
 
 leaf_lists = st.lists(st.binary(max_size=16), min_size=1, max_size=70)

@@ -97,6 +97,17 @@ def test_a_block_round_trips_and_checks_its_tx_root():
         swapped.check_tx_root()
 
 
+def test_a_header_hash_is_computed_once_and_is_the_hash_of_its_encoding():
+    from ledger.hashing import sha256
+
+    header = make_block([make_tx(1)]).header
+    assert "hash" not in header.__dict__
+    first = header.hash
+    assert first == sha256(header.encode()) == sha256(codec.encode(header.to_wire()))
+    assert header.__dict__["hash"] is first and header.hash is first
+    assert Header.decode(header.encode()).hash == first
+    assert header == Header(*header.to_wire()) and hash(header) == hash(Header(*header.to_wire()))
+
 def test_a_header_whose_history_size_is_not_height_minus_one_is_refused():
     wire = make_block().header.to_wire()
     wire[11] = 5
@@ -221,6 +232,23 @@ def test_a_known_tx_is_found_only_by_an_identical_wire():
     known.discard(tx)
     assert known.find(wire) is None and len(known) == 0
 
+
+@settings(max_examples=500, deadline=None)
+@given(_wire_values, _wire_values)
+def test_a_known_tx_is_found_exactly_when_the_wire_is_identical(body_a, body_b):
+    # `find`'s unrolled comparison agrees with `_identical` on the whole wire,
+    # nested containers included (bodies are maps, as a decoded tx's are)
+    from ledger.types import KnownTxs, _identical
+
+    def as_map(value):
+        return value if isinstance(value, dict) else {"v": value}
+    key = KEYS[0]
+    tx = Tx(CHAIN, key.public_key, 3, "transfer", as_map(body_a), bytes(64))
+    known = KnownTxs()
+    known.add(tx)
+    for candidate in (tx.to_wire(), [CHAIN, key.public_key, 3, "transfer", as_map(body_b), bytes(64)]):
+        found = known.find(candidate)
+        assert found is (tx if _identical(candidate, tx.to_wire()) else None)
 
 def test_a_block_decoded_by_a_node_reuses_its_pooled_txs():
     from ledger.types import KNOWN_TXS

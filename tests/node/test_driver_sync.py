@@ -105,3 +105,57 @@ def test_sync_keeps_the_valid_prefix_of_a_response():
     tampered_txs[2] = [[wire[2][0][0], wire[1][0][1]], wire[2][1]]  # txs do not match tx_root
     assert [b.height for b, _ in sync._check(tampered_txs, 1)] == [1, 2]
     assert sync._check([b"garbage"], 1) == [] and sync.counters["bad_blocks"] == 5
+
+
+async def test_block_executed_reaches_the_replica_only_after_the_block_is_written_and_guard_bytes_are_kept(tmp_path):
+    """The replica drops its proposal records' block bytes up to the height a
+    BlockExecuted reports (`Replica._strip_proposal_bytes`): the driver must
+    hand it over only once the block's write returned (synced), and writes
+    each Persist exactly as the replica encoded it."""
+    from types import SimpleNamespace
+
+    import trio.testing
+
+    from consensus.effects import Commit
+    from consensus.inputs import BlockExecuted
+    from consensus.persist import SignedRecord
+
+    (block, cert), = chain(1)
+    written = []
+
+    class Executor:
+        height = 0
+
+        def prepare(self, b, c):
+            return SimpleNamespace(height=b.height, app_hash=b"a" * 32, receipts_root=b"r" * 32,
+                                   validator_update=None), ("batch", b.height)
+
+        def write(self, height, batch):
+            written.append(height)
+            self.height = height
+
+        def finish(self, b, executed):
+            pass
+
+    class Replica(FakeReplica):
+        def __init__(self, effects):
+            super().__init__(effects)
+            self.seen = []
+
+        def handle(self, event, now_ms):
+            self.seen.append((event, list(written)))
+            return []
+
+    path = str(tmp_path / "priv_validator_state.json")
+    state = PersistedState(0, True, (SignedRecord("proposal", 0, 1, block.hash, b"block-1-bytes"),)).encode()
+    replica = Replica([Persist(state), Broadcast(b"proposal"), Commit(block, cert)])
+    driver = Driver(replica, RecordingP2P(path), executor=Executor(), sync=None, guard_path=path)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    executed = [(event, before) for event, before in replica.seen if isinstance(event, BlockExecuted)]
+    assert [(event.height, before) for event, before in executed] == [(1, [1])]
+    from node.driver import GuardFile
+    assert GuardFile(path).load_bytes() == state  # written as encoded, not re-packed

@@ -161,23 +161,3 @@ def test_a_restart_after_any_write_point_never_signs_a_conflicting_vote(tmp_path
             conflicting = [s for s in signed if type(s) is type(vote) and s.view == vote.view
                            and s.height == vote.height and s.block_hash != vote.block_hash]
             assert conflicting == [], (cut, torn_at, vote)
-
-
-def _state_with(records):
-    from consensus.persist import PersistedState, SignedRecord
-    return PersistedState(3, True, tuple(SignedRecord(*r) for r in records)).encode()
-
-
-def test_trimming_strips_only_durable_proposal_bytes_and_leaves_other_states_untouched():
-    from consensus.persist import PersistedState
-    from node.driver import trim_guard_state
-
-    digest = bytes(32)
-    votes = _state_with([("prepare", 3, 5, digest, b"vote-5"), ("commit", 3, 6, digest, b"vote-6")])
-    assert trim_guard_state(votes, 10) is votes  # no proposal record: not even re-packed
-    mixed = _state_with([("proposal", 3, 5, digest, b"block-5"), ("prepare", 3, 5, digest, b"proposal"),
-                         ("proposal", 3, 7, digest, b"block-7")])
-    trimmed = PersistedState.decode(trim_guard_state(mixed, 6))
-    assert [(r.kind, r.height, r.data) for r in trimmed.signed] == [
-        ("proposal", 5, b""), ("prepare", 5, b"proposal"), ("proposal", 7, b"block-7")]
-    assert trim_guard_state(mixed, 4) == mixed
