@@ -125,6 +125,18 @@ async def test_committed_txs_leave_the_pool_and_unblock_later_nonces(harness):
     assert harness.pool.bytes == len(t3.encode())
 
 
+async def test_a_pooled_tx_whose_nonce_another_tx_used_leaves_the_pool(harness):
+    t1, t3 = tx(nonce=1), tx(nonce=3)
+    rival = tx(nonce=2, body={"amount": 7})  # pooled here; the block carries another nonce-2 tx
+    with trio.fail_after(5):
+        for t in (t1, rival, t3):
+            await harness.pool.submit(t.encode())
+    harness.committed[ALICE.public_key] = 2
+    harness.pool.remove_committed([t1, tx(nonce=2)])
+    assert t1.hash not in harness.pool and rival.hash not in harness.pool and t3.hash in harness.pool
+    assert harness.pool.bytes == len(t3.encode())
+
+
 async def test_gossiped_txs_are_queued_without_waiting(harness):
     t = tx(BOB)
     assert harness.pool.submit_nowait(t.encode(), source=b"p" * 32)
