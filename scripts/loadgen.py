@@ -56,6 +56,10 @@ POLL_S = 0.02
 FOLLOW_WAIT_MS = 2000  # GET /blocks/{next}?wait_ms=: the node answers when the block commits, or 404 after this
 FOLLOW_POLL_S = 0.01  # pause after a 404 that came back early (a node that does not long-poll)
 RETRY_S = 0.05
+# Refusals that pass by themselves: a full pool drains, and a node that has
+# not yet executed the block we saw commit elsewhere answers "nonce_too_far"
+# until it catches up (the window is counted from ITS committed nonce).
+RETRY_REASONS = frozenset({"mempool_full", "nonce_too_far"})
 
 
 @dataclass
@@ -232,7 +236,7 @@ async def post_chunk(account: Account, client: httpx.AsyncClient, nodes: list[st
                 if reason is None or (retried and reason in ("duplicate", "nonce_taken", "nonce_too_old")):
                     accepted += 1
                     continue
-                if reason == "mempool_full" and trio.current_time() < deadline:
+                if reason in RETRY_REASONS and trio.current_time() < deadline:
                     break  # retry from here (later ones answer "duplicate" if they got in)
                 _count_submitted(stats, sent_at, accepted, progress, task)
                 _give_up(account, pending[accepted:], stats, reason)
@@ -289,7 +293,7 @@ async def post_one(account: Account, client: httpx.AsyncClient, nodes: list[str]
             if response.status_code == 200:
                 break
             reason = _reason(response)
-            if reason == "mempool_full" and trio.current_time() < deadline:
+            if reason in RETRY_REASONS and trio.current_time() < deadline:
                 await trio.sleep(RETRY_S)
                 continue
             if attempts and reason in ("duplicate", "nonce_taken", "nonce_too_old"):

@@ -102,3 +102,24 @@ def test_the_summary_line_keeps_its_exact_shape() -> None:
     assert loadgen.summary(stats) == "submitted=3 committed=2 rejected=1 tx_per_s=1.0 p50_ms=10.0 p99_ms=30.0"
     assert re.fullmatch(r"submitted=\d+ committed=\d+ rejected=\d+ tx_per_s=[\d.]+ p50_ms=[\d.]+ p99_ms=[\d.]+",
                         loadgen.summary(loadgen.Stats()))
+
+
+async def test_a_chunk_refused_as_nonce_too_far_is_retried_not_given_up(autojump_clock: Any) -> None:
+    # a node that has not yet executed the block the follower saw commit elsewhere
+    # counts the nonce window from an older nonce: it refuses until it catches up
+    alice = account("alice", ALICE, range(1, 3), BOB)
+    answers = [[{"error": "nonce_too_far", "detail": ""}] * 2, [{"hash": h.hex()} for _, h, _ in alice.txs]]
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(200, json={"results": answers[min(len(calls), 2) - 1]})
+
+    stats = loadgen.Stats()
+    limiter = trio.CapacityLimiter(1)
+    token = object()
+    await limiter.acquire_on_behalf_of(token)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        await loadgen.post_chunk(alice, client, ["http://node"], alice.txs, 0, trio.current_time() + 10, stats,
+                                 NoProgress(), None, limiter, token)
+    assert len(calls) == 2 and stats.submitted == 2 and not stats.reasons and not alice.stopped
