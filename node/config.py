@@ -43,6 +43,13 @@ of the wrong type is a `ConfigError` naming the key)::
     gossip_rate_msgs = 10000
     gossip_burst_msgs = 20000
     rate_limit_disconnect_ms = 5000   # continuously over the consensus budget this long
+    # per remote IP (IPv6: per /64), on inbound connections BEFORE their handshake
+    # (node/ratelimit.py InboundGate); refused ones are closed unread. Sized for a
+    # whole loopback cluster on one host (all nodes are 127.0.0.1): a validator sees
+    # at most V-1+O handshakes at once from it (16 covers 7 validators + 10 observers).
+    max_pending_per_ip = 16           # >= 1: one IP's links in their handshake at once
+    inbound_per_ip_per_s = 8          # new inbound connections per second per IP (0 = off) ...
+    inbound_per_ip_burst = 32         # ... bucket size: two full-cluster reconnect waves
 
     [rpc]
     listen_host = "127.0.0.1"
@@ -76,9 +83,14 @@ of the wrong type is a `ConfigError` naming the key)::
                                       # /state/{key}?prove=true&height=V and /proof/state
                                       # serve at least V in [H - N + 1, H - 1] (up to 7
                                       # older may remain; 410 "pruned" below the oldest).
-                                      # Blocks, certificates, receipts are never pruned
-                                      # (block sync and tx proofs keep working). The old
-                                      # name retain_versions is read as this key.
+                                      # The old name retain_versions is read as this key.
+    retain_blocks = 0                 # blocks kept (0 = keep every block: validators that
+                                      # serve catch-up, observers, archives). N >= 32 and
+                                      # >= 2 x checkpoint_interval + results_lag: the node
+                                      # prunes bodies, certificates, receipts and tx index
+                                      # rows below tip - N + 1 (headers and validator-set
+                                      # changes stay); /blocks, /commit answer 410 "pruned"
+                                      # with earliest_block_height (/status) below it.
 
     [log]
     level = "info"                    # debug | info | warning | error
@@ -129,7 +141,8 @@ from ledger.crypto import PUBLIC_KEY_BYTES
 from ledger.errors import LedgerError
 from ledger.hashing import sha256
 from ledger.types import MAX_TXS_PER_BLOCK, MAX_VALIDATORS, Validator, ValidatorSet
-from node.ratelimit import Budget, RateLimits
+from node.pruning import MIN_RETAIN_BLOCKS
+from node.ratelimit import Budget, InboundLimits, RateLimits
 
 CONFIG_DIR = "config"
 DATA_DIR = "data"
@@ -217,11 +230,19 @@ class P2PSection:
     gossip_rate_msgs: int = 10_000
     gossip_burst_msgs: int = 20_000
     rate_limit_disconnect_ms: int = 5_000
+    max_pending_per_ip: int = 16
+    inbound_per_ip_per_s: int = 8
+    inbound_per_ip_burst: int = 32
 
     def __post_init__(self) -> None:
         _check_port(self.listen_port, "[p2p] listen_port")
         _check_positive(self, ("max_frame_bytes", "send_queue_size", "dial_backoff_initial_ms",
-                               "dial_backoff_max_ms", "handshake_timeout_ms", "rate_limit_disconnect_ms"), "p2p")
+                               "dial_backoff_max_ms", "handshake_timeout_ms", "rate_limit_disconnect_ms",
+                               "max_pending_per_ip"), "p2p")
+        if self.inbound_per_ip_per_s < 0 or self.inbound_per_ip_burst < 0:
+            raise ConfigError("[p2p] inbound_per_ip_per_s and inbound_per_ip_burst must be >= 0")
+        if self.inbound_per_ip_per_s > 0 and self.inbound_per_ip_burst < 1:
+            raise ConfigError("[p2p] inbound_per_ip_burst must be >= 1 when inbound_per_ip_per_s limits (> 0)")
         for kind in ("consensus", "gossip"):
             for unit in ("bytes", "msgs"):
                 rate = getattr(self, "%s_rate_%s" % (kind, unit))
@@ -242,13 +263,15 @@ class P2PSection:
         return tuple(parse_peer(peer) for peer in self.persistent_peers)
 
     def rate_limits(self) -> RateLimits:
-        """The per-peer budgets these keys describe (`node.ratelimit`)."""
+        """The per-peer budgets and per-IP inbound limits these keys describe (`node.ratelimit`)."""
         return RateLimits(
             consensus=Budget(self.consensus_rate_bytes, self.consensus_burst_bytes,
                              self.consensus_rate_msgs, self.consensus_burst_msgs),
             gossip=Budget(self.gossip_rate_bytes, self.gossip_burst_bytes,
                           self.gossip_rate_msgs, self.gossip_burst_msgs),
-            disconnect_after_s=self.rate_limit_disconnect_ms / 1000, enabled=self.rate_limit)
+            disconnect_after_s=self.rate_limit_disconnect_ms / 1000, enabled=self.rate_limit,
+            inbound=InboundLimits(max_pending_per_ip=self.max_pending_per_ip,
+                                  per_ip_per_s=self.inbound_per_ip_per_s, per_ip_burst=self.inbound_per_ip_burst))
 
 
 @dataclass(frozen=True)
@@ -309,11 +332,15 @@ class MempoolSection:
 @dataclass(frozen=True)
 class StorageSection:
     keep_recent_versions: int = 0
+    retain_blocks: int = 0
 
     def __post_init__(self) -> None:
         if self.keep_recent_versions < 0 or self.keep_recent_versions == 1:
             raise ConfigError("[storage] keep_recent_versions must be 0 (keep every version) or >= 2 "
                               "(the latest proof route serves version tip - 1)")
+        if self.retain_blocks < 0 or 0 < self.retain_blocks < MIN_RETAIN_BLOCKS:
+            raise ConfigError("[storage] retain_blocks must be 0 (keep every block) or >= %d "
+                              "(lagging peers catch up from the recent blocks)" % MIN_RETAIN_BLOCKS)
 
 
 # config.toml keys renamed: old name -> new name (an old file still loads)
@@ -368,6 +395,9 @@ class NodeConfig:
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise ConfigError("role must be one of %s, got %r" % (", ".join(ROLES), self.role))
+        if self.role != "validator" and self.storage.retain_blocks:
+            # an observer's light client re-verifies every stored block from genesis at startup
+            raise ConfigError("[storage] retain_blocks must be 0 on an observer (it re-verifies every block)")
         if not self.moniker or len(self.moniker) > 64:
             raise ConfigError("moniker must be 1..64 characters")
 
@@ -905,12 +935,18 @@ def consensus_settings(config: NodeConfig, genesis: Genesis) -> dict[str, int]:
     `max_in_flight` winning, and `max_batch_txs` capped by `max_block_txs`.
 
     Raises ConfigError when `[storage] keep_recent_versions` is below L + 1:
-    the latest proof route serves state version tip − L."""
+    the latest proof route serves state version tip − L; or when
+    `[storage] retain_blocks` is below 2K + L (K: checkpoint_interval)."""
     section = config.consensus
     keep, lag = config.storage.keep_recent_versions, genesis.consensus_params.results_lag
     if 0 < keep < lag + 1:
         raise ConfigError("[storage] keep_recent_versions = %d: must be 0 or >= results_lag + 1 = %d (the latest "
                           "proof route serves state version tip - %d)" % (keep, lag + 1, lag))
+    retain, interval = config.storage.retain_blocks, genesis.consensus_params.checkpoint_interval
+    if 0 < retain < 2 * interval + lag:
+        raise ConfigError("[storage] retain_blocks = %d: must be 0 or >= 2 x checkpoint_interval + results_lag = %d "
+                          "(a restart re-reads the last checkpoint_interval blocks' txs, a tx proof needs "
+                          "block h + results_lag)" % (retain, 2 * interval + lag))
     return {
         "max_batch_txs": min(section.max_batch_txs, genesis.consensus_params.max_block_txs),
         "max_block_txs": genesis.consensus_params.max_block_txs,  # judges others' proposals

@@ -82,12 +82,13 @@ class HistoryService:
         if count > self.store.height:
             raise HistoryError("only %d blocks are committed, %d asked" % (self.store.height, count))
         while len(cache) < count:
-            block = self.store.block(len(cache) + 1)
-            if block is None:
+            # the header alone: a pruned block ([storage] retain_blocks) keeps it
+            header = self.store.header(len(cache) + 1)
+            if header is None:
                 raise HistoryError("block %d missing from the store" % (len(cache) + 1))
-            if block.header.next_validators_hash != block.header.validators_hash:
-                changes.append(block.height)
-            cache.append(block.hash)
+            if header.next_validators_hash != header.validators_hash:
+                changes.append(header.height)
+            cache.append(header.hash)
         return cache[:count]
 
     def epoch_change_heights(self, to_height: int) -> list[int]:

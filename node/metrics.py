@@ -27,8 +27,10 @@ exposed as `<namespace>_<name>`, namespace "careledger" by default
 | p2p_handshake_failures_total                | counter   | reason  | p2p                        |
 | p2p_rate_limited_total                      | counter   | peer, kind | p2p: frames over a peer's budget, dropped (kind: consensus, gossip) |
 | p2p_rate_limit_disconnects_total            | counter   | peer    | p2p: links closed, consensus budget exceeded persistently |
+| p2p_inbound_refused_total                   | counter   | reason  | p2p: inbound links closed unread, before their handshake |
 | evidence_total                              | counter   |         | evidence store: distinct double-signing offences recorded (kept across restarts) |
 | blocksync_catching_up                       | gauge     |         | sync: 1 while catching up  |
+| blockstore_earliest_height                  | gauge     |         | /status earliest_block_height ([storage] retain_blocks) |
 | state_db_size_bytes                         | gauge     |         | store, on each commit      |
 
 `consensus_total_txs` is a gauge (as in CometBFT) so a runtime can set it
@@ -122,9 +124,13 @@ class NodeMetrics:
             "p2p_rate_limited", "Received frames dropped because the peer was over its budget.", ("peer", "kind"))
         self.p2p_rate_limit_disconnects = counter(
             "p2p_rate_limit_disconnects", "Peers disconnected for staying over their consensus budget.", ("peer",))
+        self.p2p_inbound_refused = counter(
+            "p2p_inbound_refused", "Inbound connections closed unread, before their handshake.", ("reason",))
         self.evidence = counter("evidence", "Distinct double-signing offences recorded (persisted).")
         # sync and storage
         self.blocksync_catching_up = gauge("blocksync_catching_up", "1 while the node is catching up, else 0.")
+        self.blockstore_earliest_height = gauge(
+            "blockstore_earliest_height", "Lowest block height surely stored ([storage] retain_blocks).")
         self.state_db_size_bytes = gauge("state_db_size_bytes", "Size on disk of the node's database.")
         self._admitted: collections.OrderedDict[bytes, float] = collections.OrderedDict()
         self._last_totals: dict[tuple[int, tuple[tuple[str, str], ...]], int] = {}
@@ -341,6 +347,7 @@ class RuntimeCollector:
         m.consensus_view.set(status.get("view", 0))
         m.p2p_peers.set(status.get("peers", 0))
         m.blocksync_catching_up.set(1 if status.get("catching_up") else 0)
+        m.blockstore_earliest_height.set(status.get("earliest_block_height", 1))
         if "mempool_size" in status:
             m.mempool_size.set(status["mempool_size"])
         mempool = getattr(runtime, "mempool", None)
@@ -362,6 +369,8 @@ class RuntimeCollector:
             m.sync_counter(m.p2p_dropped_frames, {"reason": reason}, total)
         for queue, total in _split_prefixed(p2p, "dropped_").items():
             m.sync_counter(m.p2p_dropped_frames, {"reason": "queue_full_" + queue}, total)
+        for reason, total in _split_prefixed(p2p, "inbound_refused_").items():
+            m.sync_counter(m.p2p_inbound_refused, {"reason": reason}, total)
         p2p_runtime = getattr(runtime, "p2p", None)
         for (key, kind), total in dict(getattr(p2p_runtime, "rate_limited", {})).items():
             m.sync_counter(m.p2p_rate_limited, {"peer": peer_label(key), "kind": kind}, total)

@@ -64,7 +64,7 @@ from node.mempool import Mempool, MempoolConfig, VerifiedSignatures
 from node.p2p import (  # CHANNEL_TX_BATCH & co: batched tx gossip
     CHANNEL_TX, CHANNEL_TX_BATCH, P2P, P2PConfig, PeerAddress, chunk_tx_batch, decode_tx_batch, encode_tx_batch,
 )
-from node.pruning import StatePruner
+from node.pruning import BlockPruner, StatePruner
 from node.service import StateUnavailable, SubmitResult, TxRejected
 from node.store import EvidenceStore
 from node.sync import BlockSync
@@ -253,6 +253,9 @@ class NodeRuntime(HistoryService):  # [observer] HistoryService: proof methods (
         # [storage] keep_recent_versions: prune old state versions in the commit path
         self.pruner = StatePruner(self.executor.tree, config.storage.keep_recent_versions)
         self.driver.on_commit.append(self.pruner.on_commit)
+        # [storage] retain_blocks: prune old blocks' bodies, receipts, tx index in the commit path
+        self.block_pruner = BlockPruner(self.store, config.storage.retain_blocks)
+        self.driver.on_commit.append(self.block_pruner.on_commit)
         self.latest_block_time_ms = self.store.tip().time_ms
         self._recent_blocks: dict[int, Block] = {}  # height → block, the newest RECENT_BLOCKS (see _on_commit)
         # [observer] an observer re-verifies every synced header with a light client (node/observer.py)
@@ -371,6 +374,7 @@ class NodeRuntime(HistoryService):  # [observer] HistoryService: proof methods (
             "peers": len(self.p2p.peers), "latest_block_time_ms": self.latest_block_time_ms,
             "validator": self.validator_key.hex() if self.validator_key else None,
             "mempool_size": len(self.mempool),
+            "earliest_block_height": self.store.earliest_height(),  # [storage] retain_blocks
         }
 
     def net_info(self) -> dict[str, Any]:
@@ -390,6 +394,7 @@ class NodeRuntime(HistoryService):  # [observer] HistoryService: proof methods (
     def block(self, height: int) -> dict[str, Any] | None:
         raw = self.store.block_bytes(height)
         if raw is None:
+            self.store.check_not_pruned(height)  # raises BlockPruned: 410
             return None
         block = Block.decode(raw)
         return {"height": height, "hash": block.hash.hex(), "header": header_json(block.header),
@@ -400,6 +405,7 @@ class NodeRuntime(HistoryService):  # [observer] HistoryService: proof methods (
         a follower's answer (GET /blocks/{h}?txs=hashes) without the tx hex."""
         block = self._recent_blocks.get(height) or self.store.block(height)
         if block is None:
+            self.store.check_not_pruned(height)  # raises BlockPruned: 410
             return None
         return {"height": height, "hash": block.hash.hex(), "header": header_json(block.header),
                 "tx_hashes": [tx.hash.hex() for tx in block.txs]}
@@ -407,6 +413,7 @@ class NodeRuntime(HistoryService):  # [observer] HistoryService: proof methods (
     def commit(self, height: int) -> dict[str, Any] | None:
         block, cert = self.store.block(height), self.store.certificate(height)
         if block is None or cert is None:
+            self.store.check_not_pruned(height)  # raises BlockPruned: 410
             return None
         return {"height": height, "header": header_json(block.header), "certificate": certificate_json(cert),
                 "encoded_header": block.header.encode().hex(), "encoded_certificate": cert.encode().hex()}
@@ -470,8 +477,8 @@ class NodeRuntime(HistoryService):  # [observer] HistoryService: proof methods (
         if prove:
             out["proof"] = self.executor.tree.prove(key, version).to_bytes().hex()
             if height >= 1:
-                block, cert = self.store.block(height), self.store.certificate(height)
-                out["header"] = block.header.encode().hex() if block else None
+                header, cert = self.store.header(height), self.store.certificate(height)
+                out["header"] = header.encode().hex() if header else None
                 out["certificate"] = cert.encode().hex() if cert else None
                 out["header_height"] = height
             else:

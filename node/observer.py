@@ -217,10 +217,16 @@ class ExplorerIndex:
         self.blocks: list[dict[str, Any]] = []  # the most recent blocks
 
     def catch_up(self, store: Any) -> None:
+        """Index the stored blocks above `height`; on a validator that prunes
+        (`[storage] retain_blocks`) the figures cover the retained blocks only."""
         while self.height < store.height:
             height = self.height + 1
             block = store.block(height)
             if block is None:
+                earliest = store.earliest_height()
+                if height < earliest:  # pruned: go on from the oldest retained block
+                    self.height = earliest - 1
+                    continue
                 return
             self.ingest(block, store.receipts(height) or [])
             self.height = height

@@ -23,6 +23,14 @@
   (`rate_limited[(peer key, kind)]`, `rate_limit_disconnects[peer key]`) and in
   `counters` (`rate_limited_<kind>`, `rate_limit_disconnects`). Time comes from
   the injected `clock` (trio's by default).
+- Before any handshake, inbound connections are admitted per remote IP
+  (`node.ratelimit.InboundGate`, limits in `rate_limits.inbound`): at most
+  `max_pending_per_ip` of one IP's links in their handshake at once, and new
+  ones charged to a per-IP token bucket; over either, and over the node-wide
+  `MAX_PENDING_HANDSHAKES`, the connection is closed before anything is read
+  and counted in `counters` as `inbound_refused_<reason>` (`pending_per_ip`,
+  `rate_per_ip`, `busy`, `gone`: reset before it was looked at).
+  Authenticated links are never affected.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ import trio
 
 from node.framing import FrameError, PeerDisconnected
 from node.handshake import HandshakeError, NodeIdentity, SecureChannel, perform_handshake
-from node.ratelimit import PeerRateLimiter, RateLimits, Verdict
+from node.ratelimit import InboundGate, PeerRateLimiter, RateLimits, Verdict, ip_key
 
 log = structlog.get_logger("careledger.p2p")
 
@@ -204,6 +212,8 @@ class P2P:
         # inbound connections still in their (unauthenticated) handshake: bounded,
         # so anyone who can reach the port cannot hold unbounded tasks and sockets
         self._handshake_slots = trio.Semaphore(MAX_PENDING_HANDSHAKES)
+        # ... and per remote IP, before any handshake work is spent on them
+        self._inbound_gate = InboundGate(config.rate_limits.inbound)
 
     # -------------------------------------------------------------- public API
 
@@ -290,13 +300,30 @@ class P2P:
                     log.warning("accept failed", error=str(exc))
                     await trio.sleep(0.1)
                     continue
-                try:
-                    self._handshake_slots.acquire_nowait()
-                except trio.WouldBlock:
-                    self.counters["handshakes_refused_busy"] += 1
-                    await trio.aclose_forcefully(stream)
+                ip, reason = self._admit(stream)
+                if reason is not None:
+                    self.counters["inbound_refused_%s" % reason] += 1
+                    await trio.aclose_forcefully(stream)  # closed unread: no handshake work
                     continue
-                nursery.start_soon(self._serve_stream, stream, False, None, True)
+                nursery.start_soon(self._serve_stream, stream, False, None, ip)
+
+    def _admit(self, stream: trio.SocketStream) -> tuple[str, str | None]:
+        """(remote IP key, refusal reason or None) for a new inbound `stream`.
+
+        Admitted: a handshake slot and a pending place of its IP are taken,
+        both given back by `_serve_stream` when the handshake ends. Refused:
+        nothing is taken."""
+        if self._handshake_slots.value == 0:
+            self.counters["handshakes_refused_busy"] += 1  # its older name, kept for dashboards
+            return "", "busy"
+        try:
+            ip = ip_key(stream.socket.getpeername()[0])
+        except OSError:  # already reset by the peer
+            return "", "gone"
+        reason = self._inbound_gate.admit(ip, self.clock())
+        if reason is None:
+            self._handshake_slots.acquire_nowait()  # value > 0 checked above, no await since
+        return ip, reason
 
     async def _dial_loop(self, address: PeerAddress) -> None:
         failures = 0
@@ -320,11 +347,12 @@ class P2P:
             await trio.sleep(delay * (0.5 + self._random.random() / 2))
 
     async def _serve_stream(self, stream: trio.SocketStream, outbound: bool, expected: bytes | None,
-                            holds_slot: bool = False) -> bool:
+                            admitted_ip: str | None = None) -> bool:
         """Handshake and serve one link; True if it was authenticated.
 
-        `holds_slot`: an inbound link holding a handshake slot, released as soon
-        as the handshake ends (whatever its outcome)."""
+        `admitted_ip`: an inbound link admitted by `_admit` for that IP key; its
+        handshake slot and per-IP pending place are released as soon as the
+        handshake ends (whatever its outcome)."""
         try:
             try:
                 try:
@@ -334,8 +362,9 @@ class P2P:
                             expected_key=expected, max_frame_bytes=self.config.max_frame_bytes,
                         )
                 finally:
-                    if holds_slot:
+                    if admitted_ip is not None:
                         self._handshake_slots.release()
+                        self._inbound_gate.release(admitted_ip)
             except HandshakeError as exc:
                 self.counters["handshake_failures_%s" % exc.reason] += 1
                 log.info("handshake refused", reason=exc.reason, detail=str(exc), outbound=outbound)

@@ -21,8 +21,16 @@ What stays servable (tip H): `/state/{key}?prove=true` (version H - L, with
 header H; L = genesis results_lag, 1 unless the chain pipelines) always,
 since N >= L + 1 (`node.config.consensus_settings` refuses less); `/state/{key}?prove=true&height=V` and
 `/proof/state/{key}?version=V` for V >= `oldest_version()`; older versions
-answer 410 "pruned". Blocks, certificates, receipts and the tx index are never
-pruned, so block sync, `/blocks`, `/commit`, tx and history proofs keep working.
+answer 410 "pruned". Blocks are pruned apart, by `BlockPruner` below.
+
+Block retention (`[storage] retain_blocks = N`, 0 = keep every block, the
+default; CometBFT's min_retain_blocks): `BlockPruner.on_commit`, also a
+`Driver.on_commit` listener, every PRUNE_EVERY_BLOCKS commits prunes at most
+BLOCK_PRUNE_MAX_HEIGHTS heights below `tip - N + 1` in ONE atomic batch that
+also moves the floor (`BlockStore.earliest_height`), so a crash leaves either
+the old floor or the new one. `BlockStore.prune_block` says what goes (body,
+certificate, receipts, tx index rows) and what stays (headers, results,
+validator-set-change blocks, genesis). The last N blocks are never pruned.
 """
 
 from __future__ import annotations
@@ -30,11 +38,16 @@ from __future__ import annotations
 import collections
 from typing import Any
 
+from ledger.kv import WriteBatch
 from ledger.state import StateTree
+
+from node.store import BlockStore
 
 PRUNE_EVERY_BLOCKS = 8
 PRUNE_CHUNK_NODES = 10_000
 PRUNE_MAX_CHUNKS = 8
+BLOCK_PRUNE_MAX_HEIGHTS = 64  # heights per batch: 8x the chain's growth over PRUNE_EVERY_BLOCKS
+MIN_RETAIN_BLOCKS = 32  # [storage] retain_blocks: 0 or at least this (node/config.py checks it)
 
 
 class StatePruner:
@@ -79,3 +92,45 @@ class StatePruner:
         self.counters["prunes"] += 1
         self.counters["pruned_nodes"] += removed
         return removed
+
+
+class BlockPruner:
+    """Prunes blocks below the last `retain_blocks` (0: never) from `store`."""
+
+    def __init__(self, store: BlockStore, retain_blocks: int, *, every_blocks: int = PRUNE_EVERY_BLOCKS,
+                 max_heights: int = BLOCK_PRUNE_MAX_HEIGHTS) -> None:
+        if retain_blocks < 0 or 0 < retain_blocks < MIN_RETAIN_BLOCKS:
+            raise ValueError("retain_blocks must be 0 or >= %d" % MIN_RETAIN_BLOCKS)
+        self.store = store
+        self.retain = retain_blocks
+        self.every_blocks = every_blocks
+        self.max_heights = max_heights
+        self.counters: collections.Counter[str] = collections.Counter()
+
+    @property
+    def enabled(self) -> bool:
+        return self.retain > 0
+
+    def on_commit(self, block: Any, certificate: Any, executed: Any) -> None:
+        """`Driver.on_commit` listener: prune after block `executed.height` is durable."""
+        if self.enabled and executed.height % self.every_blocks == 0:
+            self.prune(executed.height)
+
+    def prune(self, tip: int) -> int:
+        """Prune up to `max_heights` heights below `tip - retain + 1`, moving
+        the floor in the same batch; return the heights pruned.
+
+        Raises ledger.errors.StorageError (corrupt record or failing disk).
+        """
+        target = tip - self.retain + 1
+        floor = self.store.earliest_height()
+        if not self.enabled or target <= floor:
+            return 0
+        stop = min(target, floor + self.max_heights)
+        batch = WriteBatch()
+        pruned = sum(1 for height in range(floor, stop) if self.store.prune_block(batch, height))
+        self.store.set_earliest_height(batch, stop)
+        self.store.kv.write(batch)
+        self.counters["block_prunes"] += 1
+        self.counters["pruned_blocks"] += pruned
+        return pruned

@@ -6,14 +6,14 @@ Routes (JSON unless said; bytes as lowercase hex; errors are
 | route                         | answer                                                           |
 |-------------------------------|------------------------------------------------------------------|
 | GET  /health                  | 200 {"status": "ok", "height"} or 503 {"status": "unavailable", "component", "detail"} |
-| GET  /status                  | NodeService.status(): chain_id, node_id, moniker, role, height, app_hash, view, catching_up, peers, latest_block_time_ms, validator |
+| GET  /status                  | NodeService.status(): chain_id, node_id, moniker, role, height, app_hash, view, catching_up, peers, latest_block_time_ms, validator, earliest_block_height (lowest block height surely stored; [storage] retain_blocks) |
 | GET  /net_info                | NodeService.net_info()                                           |
 | GET  /validators              | {"height", "validators": [{"name", "public_key"}], "quorum"}     |
 | GET  /genesis                 | the genesis document                                             |
-| GET  /blocks/{height}         | block or 404 "not_found"; 400 "bad_height"                       |
+| GET  /blocks/{height}         | block or 404 "not_found"; 400 "bad_height"; 410 "pruned" {"oldest_height"} below the earliest retained block ([storage] retain_blocks) |
 |   …?wait_ms=W                 | long poll: not committed yet → wait up to W ms (0..10000, default 0) for it, then answer as usual; 400 "bad_wait_ms" (a service without `wait_for_height` answers at once) |
 |   …?txs=hashes                | {"height", "hash", "header", "tx_hashes": [hex]}: the txs' hashes instead of "txs"/"encoded" (default txs=raw); 400 "bad_query" |
-| GET  /commit/{height}         | header + certificate or 404 / 400                                |
+| GET  /commit/{height}         | header + certificate or 404 / 400 / 410 "pruned" (as /blocks)    |
 | POST /tx                      | body: raw tx bytes (application/octet-stream) or {"tx": hex}; 200 {"hash"}; 400 {"error": TxRejected.reason, "detail"}; 413 "oversize"; 503 "read_only" (observers) or "mempool_full" |
 | POST /txs                     | body: msgpack array of raw txs (application/msgpack), ≤ 4096; 200 {"results": [{"hash"} or {"error", "detail"} per tx, in order]}; 400 "malformed"; 413; 503 "read_only" |
 | GET  /tx/{hash}               | {"hash", "status", "height", "index", "receipt"} or 404          |
@@ -44,6 +44,7 @@ from node.config import NodeConfig
 from node.metrics import serve_asgi
 from node.rpc_observer import observer_routes  # [observer] history/proof/explorer routes
 from node.service import NodeService, StateUnavailable, TxRejected
+from node.store import BlockPruned
 
 HASH_HEX_CHARS = 64
 MAX_KEY_HEX_CHARS = 2048  # state keys are at most 1024 bytes
@@ -60,6 +61,11 @@ CLIENT_CLOSED = 499  # status of the answer to a client that left during a long 
 
 def _error(status: int, error: str, detail: str = "") -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status)
+
+
+def _pruned(exc: BlockPruned) -> JSONResponse:
+    """410 for a pruned block, shaped as the state route's: the oldest height still served."""
+    return JSONResponse({"error": "pruned", "detail": str(exc), "oldest_height": exc.earliest}, status_code=410)
 
 
 def _parse_height(text: str) -> int | None:
@@ -175,7 +181,10 @@ def create_app(service: NodeService, *, read_only: bool = False, max_body_bytes:
         height = _parse_height(request.path_params["height"])
         if height is None:
             return _error(400, "bad_height", "height must be a positive integer")
-        found = lookup(height)
+        try:
+            found = lookup(height)
+        except BlockPruned as exc:
+            return _pruned(exc)
         if found is None:
             return _error(404, "not_found", "no %s at height %d" % (what, height))
         return JSONResponse(found)
@@ -205,7 +214,10 @@ def create_app(service: NodeService, *, read_only: bool = False, max_body_bytes:
         if form not in BLOCK_TX_FORMS:
             return _error(400, "bad_query", "txs must be raw or hashes")
         lookup = service.block if form == "raw" else _block_tx_hashes
-        found = lookup(height)
+        try:
+            found = lookup(height)
+        except BlockPruned as exc:
+            return _pruned(exc)
         wait = getattr(service, "wait_for_height", None)  # a service without it answers at once
         if found is None and wait_ms and wait is not None:
             if await _wait_for_block(request, wait, height, wait_ms):
@@ -426,9 +438,9 @@ OPENAPI: dict[str, Any] = {
             {"name": "txs", "in": "query", "required": False,
              "schema": {"type": "string", "enum": list(BLOCK_TX_FORMS), "default": "raw"},
              "description": "hashes: \"tx_hashes\" (hex, block order) instead of \"txs\" and \"encoded\""}],
-            errors=(400, 404)),
+            errors=(400, 404, 410)),
         "/commit/{height}": _get("Header and commit certificate", "commit", parameters=[_HEIGHT],
-                                 errors=(400, 404)),
+                                 errors=(400, 404, 410)),
         "/tx": {"post": {
             "summary": "Submit a signed transaction",
             "requestBody": {"required": True, "content": {

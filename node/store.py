@@ -18,6 +18,16 @@ Layout (the state tree lives under its own namespace `STATE_NAMESPACE`):
     b:V              -> encoded [[h, seq, validators wire, [[validator key, node key], …]], …]
                         every validator-set change handed to consensus, in order: the
                         block h whose execution wrote governance's pending record `seq`
+    b:K ‖ u64 h      -> encoded Header of a pruned block h (`[storage] retain_blocks`)
+    b:floor          -> u64 earliest retained block height (absent: 1, nothing pruned)
+
+Block retention (`prune_block`, driven by node/pruning.py `BlockPruner`): a
+pruned height h loses its block body (b:B, replaced by its header in b:K, so
+history proofs and `header(h)` keep working), certificate, receipts and tx
+index rows. Kept forever: the genesis record, results (b:A), the hash index
+(b:H), validator updates, and every block whose header hands over to a new
+validator set (body and certificate: light clients and observers walk the
+set history through them).
 
 Evidence (`EvidenceStore`, written apart from blocks, one synced batch per new
 offence; keyed by the offence so a re-report, e.g. after a restart, collapses):
@@ -57,7 +67,7 @@ from ledger import codec
 from ledger.errors import StorageError
 from ledger.hashing import ZERO_HASH
 from ledger.kv import KeyValueStore, WriteBatch
-from ledger.types import Block, CommitCertificate, ValidatorSet
+from ledger.types import Block, CommitCertificate, Header, ValidatorSet
 
 STATE_NAMESPACE = b"s:"
 _U64 = struct.Struct(">Q")
@@ -126,6 +136,21 @@ class Tip:
     history: History
 
 
+class BlockPruned(LookupError):
+    """Block `height` was pruned here (`[storage] retain_blocks`): HTTP 410 with `earliest`."""
+
+    def __init__(self, height: int, earliest: int) -> None:
+        super().__init__("block %d is pruned: this node keeps blocks >= %d ([storage] retain_blocks); "
+                         "ask an archive node" % (height, earliest))
+        self.height = height
+        self.earliest = earliest
+
+
+def is_validator_set_change(header: Header) -> bool:
+    """Whether `header` hands over to a new validator set: never pruned."""
+    return header.next_validators_hash != header.validators_hash
+
+
 class BlockStore:
     """Reads and batch-writes of the chain over a KeyValueStore."""
 
@@ -180,7 +205,57 @@ class BlockStore:
                                % (update.seq, update.height, updates[-1].seq, updates[-1].height))
         batch.put(_P + b"V", codec.encode([u.to_wire() for u in updates + [update]]))
 
+    def prune_block(self, batch: WriteBatch, height: int) -> bool:
+        """Add the pruning of block `height` to `batch`; False if it is kept
+        (a validator-set change) or already gone. The caller records the new
+        floor (`set_earliest_height`) in the same batch.
+
+        Raises StorageError on a corrupt record.
+        """
+        h = _h(height)
+        raw = self.kv.get(_P + b"B" + h)
+        if raw is None:
+            return False
+        try:
+            block = Block.decode(raw)
+        except Exception as exc:
+            raise StorageError("corrupt block %d in block store: %s" % (height, exc)) from exc
+        if is_validator_set_change(block.header):
+            return False
+        batch.put(_P + b"K" + h, block.header.encode())
+        batch.delete(_P + b"B" + h)
+        batch.delete(_P + b"C" + h)
+        for key, _ in self.kv.iterate_prefix(_P + b"R" + h):
+            batch.delete(key)
+        for tx in block.txs:
+            batch.delete(_P + b"X" + tx.hash)
+        return True
+
+    def set_earliest_height(self, batch: WriteBatch, height: int) -> None:
+        """Record in `batch` that blocks below `height` may be pruned."""
+        batch.put(_P + b"floor", _U64.pack(height))
+
     # ----------------------------------------------------------------- reads
+
+    def earliest_height(self) -> int:
+        """Lowest height whose block is guaranteed stored (1 until something is pruned)."""
+        raw = self.kv.get(_P + b"floor")
+        return 1 if raw is None else _U64.unpack(raw)[0]
+
+    def check_not_pruned(self, height: int) -> None:
+        """Raise BlockPruned if block `height` is missing because it was pruned."""
+        earliest = self.earliest_height()
+        if 1 <= height < earliest and self.kv.get(_P + b"B" + _h(height)) is None:
+            raise BlockPruned(height, earliest)
+
+    def header(self, height: int) -> Header | None:
+        """Header `height`, from its block or (pruned) from the kept header."""
+        block = self.block(height)
+        if block is not None:
+            return block.header
+        raw = self.kv.get(_P + b"K" + _h(height))
+        return None if raw is None else Header.decode(raw)
+
 
     def validator_updates(self) -> list[ValidatorUpdate]:
         """Every validator-set change handed to consensus, oldest first."""

@@ -6,6 +6,12 @@ it and answers other nodes' requests from the block store.
 
 Request  (channel SYNC_REQUEST):  [request id, from height, to height]
 Response (channel SYNC_RESPONSE): [request id, [[block wire, certificate wire], ...]]
+Pruned   (channel SYNC_RESPONSE): [request id, [], earliest retained height]
+    — the server pruned `from height` (`[storage] retain_blocks`). The fetcher
+    notes that peer's floor (it only rises), never asks it for lower heights
+    again, and asks another connected peer instead (at most
+    MAX_PEERS_PER_FETCH per fetch). A server that lacks blocks for any other
+    reason (not there yet) answers the prefix it has, maybe empty, as before.
 
 The fetcher checks what it can without the validator schedule: consecutive
 heights starting at `from`, each certificate names its block's hash and
@@ -31,9 +37,19 @@ from node.p2p import CHANNEL_SYNC_REQUEST, CHANNEL_SYNC_RESPONSE, P2P
 from node.store import BlockStore
 
 MAX_BLOCKS_PER_RESPONSE = 128
+MAX_PEERS_PER_FETCH = 4  # the asked peer, then others, when peers answer "pruned"
 # One shared bound for a response's encoding, below the codec's message limit
 # (codec.encode refuses more, and an EncodeError here used to escape the handler).
 MAX_RESPONSE_BYTES = codec.MAX_MESSAGE_BYTES - 64 * 1024
+
+
+class PeerPruned(Exception):
+    """`peer` answered that it pruned the asked heights; it keeps blocks >= `earliest`."""
+
+    def __init__(self, peer: bytes, earliest: int) -> None:
+        super().__init__("peer %s keeps blocks >= %d only" % (peer.hex()[:16], earliest))
+        self.peer = peer
+        self.earliest = earliest
 
 
 class BlockSync:
@@ -43,7 +59,8 @@ class BlockSync:
         self.timeout_s = timeout_s
         self.counters: collections.Counter[str] = collections.Counter()
         self._ids = itertools.count(1)
-        self._waiting: dict[int, tuple[bytes, trio.MemorySendChannel[list[object]]]] = {}
+        self._waiting: dict[int, tuple[bytes, trio.MemorySendChannel[tuple[list[object], int | None]]]] = {}
+        self.peer_earliest: dict[bytes, int] = {}  # a peer's earliest retained height, from its "pruned" answers
         p2p.on(CHANNEL_SYNC_REQUEST, self._on_request)
         p2p.on(CHANNEL_SYNC_RESPONSE, self._on_response)
 
@@ -58,6 +75,12 @@ class BlockSync:
             self.counters["bad_requests"] += 1
             return
         self.counters["requests_served"] += 1
+        start = max(1, first)
+        if self.store.block_bytes(start) is None and start < self.store.earliest_height():
+            self.counters["pruned_requests"] += 1
+            answer = [request_id, [], self.store.earliest_height()]
+            self.p2p.send(peer, CHANNEL_SYNC_RESPONSE, codec.encode(answer))
+            return
         items: list[list[object]] = []
         size = 32  # [request id, array header]
         for height in range(max(1, first), min(last, first + MAX_BLOCKS_PER_RESPONSE - 1) + 1):
@@ -81,7 +104,10 @@ class BlockSync:
 
     async def _on_response(self, peer: bytes, channel: int, payload: bytes) -> None:
         try:
-            request_id, items = codec.decode(payload)
+            request_id, items, *rest = codec.decode(payload)
+            earliest = rest[0] if rest else None
+            if len(rest) > 1 or not (earliest is None or (type(earliest) is int and earliest >= 1)):
+                raise ValueError("bad pruned field")
         except (LedgerError, ValueError, TypeError):
             self.counters["bad_responses"] += 1
             return
@@ -90,7 +116,7 @@ class BlockSync:
             self.counters["unexpected_responses"] += 1
             return
         try:
-            waiter[1].send_nowait(items)
+            waiter[1].send_nowait((items, earliest))
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
             pass
 
@@ -98,15 +124,36 @@ class BlockSync:
 
     async def fetch(self, peer: bytes, first: int, last: int) -> list[tuple[Block, CommitCertificate]]:
         """Ask `peer` for blocks first..last; return the valid prefix of its answer
-        (empty on timeout, disconnect or a bad answer)."""
+        (empty on timeout, disconnect or a bad answer). A peer known to have
+        pruned `first`, or answering so, is passed over for the next connected
+        peer not known to have (at most MAX_PEERS_PER_FETCH asked)."""
+        asked = 0
+        for candidate in [peer] + [key for key in self.p2p.peer_keys() if key != peer]:
+            if self.peer_earliest.get(candidate, 1) > first:
+                continue  # it said it pruned these heights; its floor only rises
+            if asked == MAX_PEERS_PER_FETCH:
+                break
+            asked += 1
+            try:
+                return await self._fetch_from(candidate, first, last)
+            except PeerPruned as exc:
+                self.peer_earliest[exc.peer] = max(exc.earliest, self.peer_earliest.get(exc.peer, 1))
+                self.counters["pruned_answers"] += 1
+        self.counters["no_peer_has_blocks"] += 1
+        return []
+
+    async def _fetch_from(self, peer: bytes, first: int, last: int) -> list[tuple[Block, CommitCertificate]]:
+        """One request to `peer`. Raises PeerPruned if it answers that it pruned `first`."""
         request_id = next(self._ids)
-        send, receive = trio.open_memory_channel[list[object]](1)
+        send, receive = trio.open_memory_channel[tuple[list[object], int | None]](1)
         self._waiting[request_id] = (peer, send)
         try:
             if not self.p2p.send(peer, CHANNEL_SYNC_REQUEST, codec.encode([request_id, first, last])):
                 return []
             with trio.move_on_after(self.timeout_s):
-                items = await receive.receive()
+                items, earliest = await receive.receive()
+                if earliest is not None and earliest > first:
+                    raise PeerPruned(peer, earliest)
                 return self._check(items, first)
             self.counters["timeouts"] += 1
             return []

@@ -134,6 +134,29 @@ def test_p2p_rate_limit_keys_become_the_peer_budgets(tmp_path: Any) -> None:
         config_from_dict(str(tmp_path), {"p2p": {"rate_limit": 1}})
 
 
+def test_p2p_per_ip_inbound_keys_become_the_inbound_limits(tmp_path: Any) -> None:
+    default = config_from_dict(str(tmp_path), {}).p2p.rate_limits().inbound
+    assert (default.max_pending_per_ip, default.per_ip_per_s, default.per_ip_burst) == (16, 8, 32)
+    config = config_from_dict(str(tmp_path), {"p2p": {"max_pending_per_ip": 3, "inbound_per_ip_per_s": 0,
+                                                      "inbound_per_ip_burst": 0}})  # 0/0: no per-IP bucket
+    inbound = config.p2p.rate_limits().inbound
+    assert (inbound.max_pending_per_ip, inbound.per_ip_per_s, inbound.per_ip_burst) == (3, 0, 0)
+
+
+@pytest.mark.parametrize("p2p, message", [
+    ({"max_pending_per_ip": 0}, r"\[p2p\] max_pending_per_ip must be >= 1"),
+    ({"max_pending_per_ip": -4}, r"\[p2p\] max_pending_per_ip must be >= 1"),
+    ({"inbound_per_ip_per_s": -1}, r"inbound_per_ip_per_s and inbound_per_ip_burst must be >= 0"),
+    ({"inbound_per_ip_burst": -1}, r"inbound_per_ip_per_s and inbound_per_ip_burst must be >= 0"),
+    ({"inbound_per_ip_per_s": 5, "inbound_per_ip_burst": 0}, r"inbound_per_ip_burst must be >= 1 when"),
+    ({"max_pending_per_ip": 2.5}, r"max_pending_per_ip must be int"),
+    ({"inbound_per_ip_per_s": True}, r"inbound_per_ip_per_s must be int"),
+])
+def test_bad_per_ip_inbound_limits_are_refused(tmp_path: Any, p2p: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(str(tmp_path), {"p2p": p2p})
+
+
 def test_parse_peer_accepts_the_documented_form_only() -> None:
     peer = parse_peer("%s@127.0.0.1:26656" % K[2].hex())
     assert (peer.node_key, peer.host, peer.port) == (K[2], "127.0.0.1", 26656)

@@ -8,7 +8,9 @@ import trio
 from ledger.crypto import PrivateKey
 from node.handshake import NodeIdentity
 from node.p2p import CHANNEL_CONSENSUS, CHANNEL_TX, CHANNEL_TX_BATCH, P2P, P2PConfig, PeerAddress, rate_kind
-from node.ratelimit import Budget, PeerRateLimiter, RateLimits, TokenBucket, Verdict
+from node.ratelimit import (
+    Budget, InboundGate, InboundLimits, PeerRateLimiter, RateLimits, TokenBucket, Verdict, ip_key,
+)
 
 CHAIN = "careledger-test"
 KEYS = [PrivateKey(bytes([i + 40]) * 32) for i in range(3)]
@@ -69,6 +71,55 @@ def test_a_limited_bucket_needs_a_positive_burst() -> None:
 def test_channels_map_to_consensus_and_gossip_budgets() -> None:
     assert rate_kind(CHANNEL_CONSENSUS) == "consensus"
     assert rate_kind(CHANNEL_TX) == rate_kind(CHANNEL_TX_BATCH) == "gossip"
+
+
+# ------------------------------------------------- per-IP inbound admission
+
+
+def test_an_ip_may_hold_at_most_max_pending_per_ip_handshakes_at_once() -> None:
+    gate = InboundGate(InboundLimits(max_pending_per_ip=2, per_ip_per_s=0, per_ip_burst=0))
+    assert [gate.admit("10.0.0.1", 0.0) for _ in range(3)] == [None, None, "pending_per_ip"]
+    assert gate.admit("10.0.0.2", 0.0) is None  # another IP has its own count
+    gate.release("10.0.0.1")
+    assert gate.admit("10.0.0.1", 0.0) is None
+    for _ in range(2):
+        gate.release("10.0.0.1")
+    gate.release("10.0.0.2")
+    assert gate.pending == {}  # nothing kept for IPs without a pending link
+
+
+def test_new_connections_per_ip_are_a_token_bucket_that_refills_with_time() -> None:
+    gate = InboundGate(InboundLimits(max_pending_per_ip=100, per_ip_per_s=2, per_ip_burst=3))
+    assert [gate.admit("10.0.0.1", 0.0) for _ in range(4)] == [None, None, None, "rate_per_ip"]
+    assert gate.pending["10.0.0.1"] == 3  # a refusal takes no pending place
+    assert gate.admit("10.0.0.2", 0.0) is None  # another IP has its own bucket
+    assert gate.admit("10.0.0.1", 0.25) == "rate_per_ip"  # half a connection earned
+    assert gate.admit("10.0.0.1", 0.5) is None
+    assert [gate.admit("10.0.0.1", 10.0) for _ in range(4)] == [None, None, None, "rate_per_ip"]  # burst caps
+
+
+def test_the_per_ip_buckets_kept_are_bounded() -> None:
+    gate = InboundGate(InboundLimits(max_pending_per_ip=100, per_ip_per_s=1, per_ip_burst=1, max_tracked_ips=2))
+    for ip in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+        assert gate.admit(ip, 0.0) is None
+    assert len(gate._buckets) == 2
+    assert gate.admit("10.0.0.1", 0.0) is None  # evicted: a fresh burst (never a stricter limit)
+    assert gate.admit("10.0.0.3", 0.0) == "rate_per_ip"
+
+
+def test_addresses_are_limited_per_ipv4_address_and_per_ipv6_slash_64() -> None:
+    assert ip_key("127.0.0.1") == "127.0.0.1"
+    assert ip_key("::ffff:10.1.2.3") == "10.1.2.3"
+    assert ip_key("2001:db8:1:2:aaaa::1") == ip_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert ip_key("2001:db8:1:3::1") != ip_key("2001:db8:1:2::1")
+    assert ip_key("fe80::1%eth0") == "fe80::/64"
+
+
+def test_bad_inbound_limits_are_refused() -> None:
+    for bad in (dict(max_pending_per_ip=0), dict(per_ip_per_s=-1), dict(per_ip_per_s=1, per_ip_burst=0),
+                dict(max_tracked_ips=0)):
+        with pytest.raises(ValueError):
+            InboundLimits(**bad)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------- peer limiter
@@ -274,3 +325,133 @@ def test_rate_limit_counters_are_exported_per_peer_and_kind() -> None:
     assert reg.get_sample_value("careledger_p2p_rate_limited_total", {"peer": peer, "kind": "gossip"}) == 200
     assert reg.get_sample_value("careledger_p2p_rate_limited_total", {"peer": peer, "kind": "consensus"}) == 65
     assert reg.get_sample_value("careledger_p2p_rate_limit_disconnects_total", {"peer": peer}) == 1
+
+
+# ---------------------------------------------- per-IP inbound admission, live
+
+
+async def half_open_from(source: str, port: int) -> trio.SocketStream:
+    """A TCP connection to 127.0.0.1:`port` from loopback address `source`
+    (Linux routes all of 127/8 to lo) that never starts a handshake."""
+    sock = trio.socket.socket()
+    await sock.bind((source, 0))
+    await sock.connect(("127.0.0.1", port))
+    return trio.SocketStream(sock)
+
+
+async def until(predicate) -> None:  # type: ignore[no-untyped-def]
+    while not predicate():
+        await trio.sleep(0.005)  # polling the accept loop's counters, bounded by the caller's fail_after
+
+
+async def closed_by_peer(stream: trio.SocketStream) -> bool:
+    """True if the node closed `stream` (EOF or reset) without sending anything."""
+    try:
+        return await stream.receive_some(1) == b""
+    except trio.BrokenResourceError:
+        return True
+
+
+async def test_half_open_connections_over_the_per_ip_cap_are_closed_unread_and_a_validator_still_connects() -> None:
+    victim = make(0, rate_limits=RateLimits(inbound=InboundLimits(max_pending_per_ip=2, per_ip_per_s=0,
+                                                                  per_ip_burst=0)))
+    validator = make(1)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(victim.run)
+            assert victim.port is not None
+            attacker: list[trio.SocketStream] = []
+            for i in range(5):  # one at a time, so the first two are the admitted ones
+                attacker.append(await half_open_from("127.0.0.2", victim.port))
+                await until(lambda: victim._inbound_gate.pending.get("127.0.0.2", 0)
+                            + victim.counters["inbound_refused_pending_per_ip"] == i + 1)
+            assert victim._inbound_gate.pending["127.0.0.2"] == 2
+            assert victim.counters["inbound_refused_pending_per_ip"] == 3
+            for stream in attacker[2:]:
+                assert await closed_by_peer(stream)  # closed at once: no handshake timeout waited
+            assert victim.counters["handshake_failures_disconnected"] == 0  # the two still pending
+
+            # an allowed validator (from 127.0.0.1) completes its handshake meanwhile
+            validator_scope = trio.CancelScope()
+
+            async def run_validator(task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+                with validator_scope:
+                    await validator.run(task_status=task_status)
+
+            await nursery.start(run_validator)
+            validator.add_peer_address(PeerAddress(KEYS[0].public_key, "127.0.0.1", victim.port))
+            await victim.wait_for_peers(1)
+            assert set(victim.peers) == {KEYS[1].public_key}
+            assert victim.counters["inbound_refused_pending_per_ip"] == 3
+
+            # the attacker's slots come back when its half-open links end
+            for stream in attacker[:2]:
+                await stream.aclose()
+            await until(lambda: "127.0.0.2" not in victim._inbound_gate.pending)
+            assert victim._handshake_slots.value == 64
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_burst_of_new_connections_from_one_ip_is_refused_and_admitted_again_later() -> None:
+    clock = ManualClock()
+    victim = make(0, clock, RateLimits(inbound=InboundLimits(max_pending_per_ip=16, per_ip_per_s=2,
+                                                             per_ip_burst=3)))
+    validator = make(1)
+
+    def seen(ip: str) -> int:
+        return (victim._inbound_gate.pending.get(ip, 0) + victim.counters["inbound_refused_rate_per_ip"]
+                + victim.counters["handshake_failures_disconnected"])
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(victim.run)
+            assert victim.port is not None
+            outcomes: list[bool] = []  # True: closed by the victim at once
+            streams: list[trio.SocketStream] = []
+            for i in range(6):  # a burst at t = 0: three admitted, three refused
+                streams.append(await half_open_from("127.0.0.2", victim.port))
+                await until(lambda: seen("127.0.0.2") == i + 1)
+            assert victim.counters["inbound_refused_rate_per_ip"] == 3
+            assert victim._inbound_gate.pending["127.0.0.2"] == 3
+            for stream in streams[3:]:
+                outcomes.append(await closed_by_peer(stream))
+            assert outcomes == [True, True, True]
+
+            # another IP (the validator dials from 127.0.0.1) has its own bucket
+            await nursery.start(validator.run)
+            validator.add_peer_address(PeerAddress(KEYS[0].public_key, "127.0.0.1", victim.port))
+            await victim.wait_for_peers(1)
+
+            # time passes: 0.5 s earns one connection, which is admitted; the next is refused
+            clock.now = 0.5
+            streams.append(await half_open_from("127.0.0.2", victim.port))
+            await until(lambda: victim._inbound_gate.pending.get("127.0.0.2", 0) == 4)
+            streams.append(await half_open_from("127.0.0.2", victim.port))
+            await until(lambda: victim.counters["inbound_refused_rate_per_ip"] == 4)
+            assert await closed_by_peer(streams[-1])
+            assert victim._inbound_gate.pending["127.0.0.2"] == 4
+            assert set(victim.peers) == {KEYS[1].public_key}  # the authenticated link is untouched
+            nursery.cancel_scope.cancel()
+
+
+def test_inbound_refusals_are_exported_by_reason() -> None:
+    import collections
+
+    from node.metrics import NodeMetrics, RuntimeCollector
+    from tests.node.test_metrics import FakeRuntime as BaseRuntime
+
+    class FakeRuntime(BaseRuntime):
+        def counters(self) -> dict[str, dict[str, int]]:
+            return {"p2p": dict(self.p2p_counters)}  # type: ignore[attr-defined]
+
+    runtime = FakeRuntime()
+    runtime.p2p_counters = collections.Counter(  # type: ignore[attr-defined]
+        {"inbound_refused_pending_per_ip": 3, "inbound_refused_rate_per_ip": 5, "connections": 2})
+    metrics = NodeMetrics()
+    collector = RuntimeCollector(runtime, metrics)
+    collector.refresh()
+    runtime.p2p_counters["inbound_refused_rate_per_ip"] += 2  # type: ignore[attr-defined]
+    collector.refresh()
+    reg = metrics.registry
+    assert reg.get_sample_value("careledger_p2p_inbound_refused_total", {"reason": "pending_per_ip"}) == 3
+    assert reg.get_sample_value("careledger_p2p_inbound_refused_total", {"reason": "rate_per_ip"}) == 7
