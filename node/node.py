@@ -66,7 +66,7 @@ from node.p2p import (  # CHANNEL_TX_BATCH & co: batched tx gossip
 )
 from node.pruning import BlockPruner, StatePruner
 from node.service import StateUnavailable, SubmitResult, TxRejected
-from node.store import EvidenceStore
+from node.store import BlockPruned, EvidenceStore
 from node.sync import BlockSync
 
 log = structlog.get_logger("careledger.node")
@@ -475,6 +475,14 @@ class NodeRuntime(HistoryService):  # [observer] HistoryService: proof methods (
         value = self.executor.tree.get(key, version)
         out: dict[str, Any] = {"key": key.hex(), "value": None if value is None else value.hex(), "height": version}
         if prove:
+            if height >= 1:
+                try:  # a proof needs header v + L's certificate: not one of a pruned block
+                    self.store.check_not_pruned(height)
+                except BlockPruned as exc:
+                    oldest_version = max(0, exc.earliest - lag)
+                    raise StateUnavailable("pruned", "state version %d is proved by block %d, which is pruned here "
+                                           "([storage] retain_blocks): versions from %d; ask an archive node"
+                                           % (version, height, oldest_version), oldest_version) from exc
             out["proof"] = self.executor.tree.prove(key, version).to_bytes().hex()
             if height >= 1:
                 header, cert = self.store.header(height), self.store.certificate(height)

@@ -47,6 +47,9 @@ PRUNE_EVERY_BLOCKS = 8
 PRUNE_CHUNK_NODES = 10_000
 PRUNE_MAX_CHUNKS = 8
 BLOCK_PRUNE_MAX_HEIGHTS = 64  # heights per batch: 8x the chain's growth over PRUNE_EVERY_BLOCKS
+# txs per batch: pruning runs on the event loop (~5 µs a tx), so a backlog of
+# big blocks is worked off in steps of a few tens of ms, never seconds
+BLOCK_PRUNE_MAX_TXS = 4096
 MIN_RETAIN_BLOCKS = 32  # [storage] retain_blocks: 0 or at least this (node/config.py checks it)
 
 
@@ -98,13 +101,14 @@ class BlockPruner:
     """Prunes blocks below the last `retain_blocks` (0: never) from `store`."""
 
     def __init__(self, store: BlockStore, retain_blocks: int, *, every_blocks: int = PRUNE_EVERY_BLOCKS,
-                 max_heights: int = BLOCK_PRUNE_MAX_HEIGHTS) -> None:
+                 max_heights: int = BLOCK_PRUNE_MAX_HEIGHTS, max_txs: int = BLOCK_PRUNE_MAX_TXS) -> None:
         if retain_blocks < 0 or 0 < retain_blocks < MIN_RETAIN_BLOCKS:
             raise ValueError("retain_blocks must be 0 or >= %d" % MIN_RETAIN_BLOCKS)
         self.store = store
         self.retain = retain_blocks
         self.every_blocks = every_blocks
         self.max_heights = max_heights
+        self.max_txs = max_txs
         self.counters: collections.Counter[str] = collections.Counter()
 
     @property
@@ -117,8 +121,9 @@ class BlockPruner:
             self.prune(executed.height)
 
     def prune(self, tip: int) -> int:
-        """Prune up to `max_heights` heights below `tip - retain + 1`, moving
-        the floor in the same batch; return the heights pruned.
+        """Prune up to `max_heights` heights below `tip - retain + 1` (fewer
+        once `max_txs` txs are pruned), moving the floor in the same batch;
+        return the heights pruned.
 
         Raises ledger.errors.StorageError (corrupt record or failing disk).
         """
@@ -128,8 +133,15 @@ class BlockPruner:
             return 0
         stop = min(target, floor + self.max_heights)
         batch = WriteBatch()
-        pruned = sum(1 for height in range(floor, stop) if self.store.prune_block(batch, height))
-        self.store.set_earliest_height(batch, stop)
+        pruned = txs = 0
+        height = floor
+        while height < stop and txs < self.max_txs:
+            count = self.store.prune_block(batch, height)
+            if count is not None:
+                pruned += 1
+                txs += count
+            height += 1
+        self.store.set_earliest_height(batch, height)
         self.store.kv.write(batch)
         self.counters["block_prunes"] += 1
         self.counters["pruned_blocks"] += pruned

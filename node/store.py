@@ -205,31 +205,44 @@ class BlockStore:
                                % (update.seq, update.height, updates[-1].seq, updates[-1].height))
         batch.put(_P + b"V", codec.encode([u.to_wire() for u in updates + [update]]))
 
-    def prune_block(self, batch: WriteBatch, height: int) -> bool:
-        """Add the pruning of block `height` to `batch`; False if it is kept
-        (a validator-set change) or already gone. The caller records the new
-        floor (`set_earliest_height`) in the same batch.
+    def prune_block(self, batch: WriteBatch, height: int) -> int | None:
+        """Add the pruning of block `height` to `batch`; return how many txs it
+        held, or None if it is kept (a validator-set change) or already gone.
+        The caller records the new floor (`set_earliest_height`) in the same batch.
+
+        Reads only what it needs, on the event loop: the header (not each tx
+        decoded and hashed) and the tx hashes from the block's receipt rows. A
+        tx index row goes only if it points at this height: a later block may
+        carry the same tx again (it fails there as a used nonce) and own the row.
 
         Raises StorageError on a corrupt record.
         """
         h = _h(height)
         raw = self.kv.get(_P + b"B" + h)
         if raw is None:
-            return False
+            return None
         try:
-            block = Block.decode(raw)
+            header = Header.from_wire(msgpack.unpackb(raw, raw=False, strict_map_key=False)[0])
         except Exception as exc:
             raise StorageError("corrupt block %d in block store: %s" % (height, exc)) from exc
-        if is_validator_set_change(block.header):
-            return False
-        batch.put(_P + b"K" + h, block.header.encode())
+        if is_validator_set_change(header):
+            return None
+        batch.put(_P + b"K" + h, header.encode())
         batch.delete(_P + b"B" + h)
         batch.delete(_P + b"C" + h)
-        for key, _ in self.kv.iterate_prefix(_P + b"R" + h):
+        count = 0
+        for key, value in self.kv.iterate_prefix(_P + b"R" + h):
             batch.delete(key)
-        for tx in block.txs:
-            batch.delete(_P + b"X" + tx.hash)
-        return True
+            count += 1
+            try:
+                index_key = _P + b"X" + msgpack.unpackb(value, raw=False, strict_map_key=False)[0]
+                location = self.kv.get(index_key)
+                owner = None if location is None else msgpack.unpackb(location)[0]
+            except Exception as exc:
+                raise StorageError("corrupt receipt or tx index at block %d: %s" % (height, exc)) from exc
+            if owner == height:
+                batch.delete(index_key)
+        return count
 
     def set_earliest_height(self, batch: WriteBatch, height: int) -> None:
         """Record in `batch` that blocks below `height` may be pruned."""

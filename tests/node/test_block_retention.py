@@ -380,6 +380,13 @@ async def test_a_retaining_cluster_prunes_answers_410_and_a_restarted_node_catch
             assert (await client.get("/commit/1")).status_code == 410
             assert (await client.get("/blocks/%d" % earliest)).status_code == 200
             assert (await client.get("/tx/%s" % early[0].hex())).status_code == 404  # its index row is gone
+            # a state proof needs header v + L's certificate: 410 when that block is pruned
+            lag = genesis.consensus_params.results_lag
+            key = "00" * 4
+            old_state = await client.get("/state/%s?prove=true&height=1" % key)
+            assert old_state.status_code == 410 and old_state.json()["oldest_height"] == earliest - lag
+            kept_state = await client.get("/state/%s?prove=true&height=%d" % (key, earliest - lag))
+            assert kept_state.status_code == 200 and kept_state.json()["certificate"] is not None
             status = (await client.get("/status")).json()
             assert status["earliest_block_height"] == earliest
             from node.metrics import NodeMetrics, RuntimeCollector
@@ -423,3 +430,40 @@ def test_the_explorer_index_of_a_pruning_validator_starts_at_its_oldest_block(kv
     assert index.height == executor.store.height  # not stuck at the first pruned height
     assert index.blocks[-1]["height"] == executor.store.height
     assert min(b["height"] for b in index.blocks) >= earliest  # the retained blocks only
+
+
+def test_pruning_a_block_keeps_the_index_row_a_later_block_owns(kv) -> None:  # type: ignore[no-untyped-def]
+    # a faulty primary may re-include an old signed tx after K blocks: it fails
+    # there (used nonce) but its index row now points at the later block
+    executor = fresh(kv)
+    blocks = run_chain(executor, None, 3)
+    again = blocks[0].txs[0]
+    later, cert = next_block(blocks[-1], 4, [again])
+    executor.execute(later, cert)
+    assert executor.store.tx_location(again.hash) == (4, 0)
+    run_chain(executor, None, RETAIN + PRUNE_EVERY_BLOCKS)
+    BlockPruner(executor.store, RETAIN).prune(executor.height)
+    assert executor.store.earliest_height() > 4 and executor.store.block(1) is None
+    assert executor.store.tx_location(again.hash) is None  # block 4 was pruned too: its row went with it
+
+
+def test_the_index_row_of_a_kept_later_block_survives(kv) -> None:  # type: ignore[no-untyped-def]
+    executor = fresh(kv)
+    blocks = run_chain(executor, None, RETAIN + PRUNE_EVERY_BLOCKS)
+    again = blocks[0].txs[0]
+    later, cert = next_block(executor.store.block(executor.height), executor.height + 1, [again])
+    executor.execute(later, cert)
+    BlockPruner(executor.store, RETAIN).prune(executor.height)
+    assert executor.store.block(1) is None  # the original block is pruned ...
+    assert executor.store.tx_location(again.hash) == (later.height, 0)  # ... the later one keeps its row
+
+
+def test_a_prune_step_stops_after_its_tx_budget(kv) -> None:  # type: ignore[no-untyped-def]
+    executor = fresh(kv)
+    run_chain(executor, None, RETAIN + 3 * PRUNE_EVERY_BLOCKS)  # one tx per block
+    pruner = BlockPruner(executor.store, RETAIN, max_txs=5)
+    assert pruner.prune(executor.height) == 5
+    # heights 1-4 and 6 (5 is a kept set change): the floor stops where the budget ran out
+    assert executor.store.earliest_height() == 7
+    assert executor.store.block(7) is not None and executor.store.block(6) is None
+    assert executor.store.block(CHANGE_HEIGHT) is not None
