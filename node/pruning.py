@@ -53,7 +53,27 @@ BLOCK_PRUNE_MAX_TXS = 4096
 MIN_RETAIN_BLOCKS = 32  # [storage] retain_blocks: 0 or at least this (node/config.py checks it)
 
 
-class StatePruner:
+class _CommitPruner:
+    """Runs `prune(tip)` after every `every_blocks`-th durable commit while
+    `keep` (the recent heights or versions kept) is not 0 (0: keep all)."""
+
+    keep: int
+    every_blocks: int
+
+    @property
+    def enabled(self) -> bool:
+        return self.keep > 0
+
+    def on_commit(self, block: Any, certificate: Any, executed: Any) -> None:
+        """`Driver.on_commit` listener: prune after block `executed.height` is durable."""
+        if self.enabled and executed.height % self.every_blocks == 0:
+            self.prune(executed.height)
+
+    def prune(self, tip: int) -> int:
+        raise NotImplementedError
+
+
+class StatePruner(_CommitPruner):
     """Prunes `tree` to the last `keep_recent_versions` versions (0: never)."""
 
     def __init__(self, tree: StateTree, keep_recent_versions: int, *, every_blocks: int = PRUNE_EVERY_BLOCKS,
@@ -66,15 +86,6 @@ class StatePruner:
         self.chunk_nodes = chunk_nodes
         self.max_chunks = max_chunks
         self.counters: collections.Counter[str] = collections.Counter()
-
-    @property
-    def enabled(self) -> bool:
-        return self.keep > 0
-
-    def on_commit(self, block: Any, certificate: Any, executed: Any) -> None:
-        """`Driver.on_commit` listener: prune after block `executed.height` is durable."""
-        if self.enabled and executed.height % self.every_blocks == 0:
-            self.prune(executed.height)
 
     def prune(self, tip: int) -> int:
         """Delete what versions below `tip - keep + 1` alone use; return nodes removed.
@@ -97,7 +108,7 @@ class StatePruner:
         return removed
 
 
-class BlockPruner:
+class BlockPruner(_CommitPruner):
     """Prunes blocks below the last `retain_blocks` (0: never) from `store`."""
 
     def __init__(self, store: BlockStore, retain_blocks: int, *, every_blocks: int = PRUNE_EVERY_BLOCKS,
@@ -105,29 +116,20 @@ class BlockPruner:
         if retain_blocks < 0 or 0 < retain_blocks < MIN_RETAIN_BLOCKS:
             raise ValueError("retain_blocks must be 0 or >= %d" % MIN_RETAIN_BLOCKS)
         self.store = store
-        self.retain = retain_blocks
+        self.keep = retain_blocks
         self.every_blocks = every_blocks
         self.max_heights = max_heights
         self.max_txs = max_txs
         self.counters: collections.Counter[str] = collections.Counter()
 
-    @property
-    def enabled(self) -> bool:
-        return self.retain > 0
-
-    def on_commit(self, block: Any, certificate: Any, executed: Any) -> None:
-        """`Driver.on_commit` listener: prune after block `executed.height` is durable."""
-        if self.enabled and executed.height % self.every_blocks == 0:
-            self.prune(executed.height)
-
     def prune(self, tip: int) -> int:
-        """Prune up to `max_heights` heights below `tip - retain + 1` (fewer
+        """Prune up to `max_heights` heights below `tip - retain_blocks + 1` (fewer
         once `max_txs` txs are pruned), moving the floor in the same batch;
         return the heights pruned.
 
         Raises ledger.errors.StorageError (corrupt record or failing disk).
         """
-        target = tip - self.retain + 1
+        target = tip - self.keep + 1
         floor = self.store.earliest_height()
         if not self.enabled or target <= floor:
             return 0

@@ -11,7 +11,7 @@ from ledger.crypto import PrivateKey
 from ledger.types import Tx
 from node.config import (
     AppState, ConsensusParams, ConsensusSection, Genesis, GenesisAccount, GenesisObserver, GenesisValidator, NodeConfig,
-    Organisation, P2PSection,
+    Organisation, P2PSection, StorageSection,
 )
 from node.node import NodeKeys, NodeRuntime, run_node
 from node.p2p import PeerAddress
@@ -64,9 +64,13 @@ def transfer(client: PrivateKey, nonce: int, to: bytes, amount: int = 1, chain_i
 
 
 async def start_node(nursery: trio.Nursery, tmp_path, genesis: Genesis, keys: NodeKeys, index: int,
-                     role: str = "validator") -> NodeRuntime:
-    """Start a node whose `stop()` cancels it (its home survives for a restart)."""
-    config = node_config(str(tmp_path / ("node%d" % index)), index, role)
+                     role: str = "validator", storage: StorageSection | None = None,
+                     **consensus: int) -> NodeRuntime:
+    """Start a node whose `stop()` cancels it (its home survives for a restart);
+    `storage` and `consensus` settings replace node_config's."""
+    config = node_config(str(tmp_path / ("node%d" % index)), index, role, **consensus)
+    if storage is not None:
+        config = config.replace(storage=storage)
     scope = trio.CancelScope()
     stopped = trio.Event()
 

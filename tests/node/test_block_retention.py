@@ -322,28 +322,10 @@ async def test_a_malformed_pruned_answer_is_a_bad_response() -> None:
 
 async def start_retaining_node(nursery: trio.Nursery, tmp_path: Any, genesis: Any, keys: Any, index: int,
                                retain: int) -> Any:
-    """`node_cluster.start_node` with `[storage] retain_blocks = retain`; `stop()` cancels it."""
-    from node.node import run_node
-    from tests.node.node_cluster import node_config
-    config = node_config(str(tmp_path / ("node%d" % index)), index, batch_timeout_ms=1)
-    config = config.replace(storage=StorageSection(retain_blocks=retain))
-    scope, stopped = trio.CancelScope(), trio.Event()
-
-    async def run(task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            with scope:
-                await run_node(config, genesis=genesis, keys=keys, task_status=task_status)
-        finally:
-            stopped.set()
-
-    runtime = await nursery.start(run)
-
-    async def stop() -> None:
-        scope.cancel()
-        await stopped.wait()
-
-    runtime.stop = stop
-    return runtime
+    """`node_cluster.start_node` with `[storage] retain_blocks = retain`."""
+    from tests.node.node_cluster import start_node
+    return await start_node(nursery, tmp_path, genesis, keys, index, storage=StorageSection(retain_blocks=retain),
+                            batch_timeout_ms=1)
 
 
 async def test_a_retaining_cluster_prunes_answers_410_and_a_restarted_node_catches_up(tmp_path) -> None:  # type: ignore[no-untyped-def]
