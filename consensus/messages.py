@@ -123,11 +123,9 @@ class Proposal(_Signed):
     block: Block
     signature: bytes = b""
 
-    @cached_property
+    @property
     def block_hash(self) -> bytes:
-        """The block's hash, computed once (`Header.hash` re-encodes the
-        header on every call; a replica asks for it on every step)."""
-        return self.block.hash
+        return self.block.hash  # cached on the frozen header (`Header.hash`)
 
     def payload(self) -> bytes:
         return codec.encode([self.view, self.height, self.block_hash])
